@@ -1,0 +1,185 @@
+// Package choreo is the shared vocabulary of the choreo toolkit: the event
+// metadata every record carries, the header names of the wire contract, the
+// kinds of failure the runtime tells apart, and the Permanent marker a
+// handler uses to say "retrying will not help".
+//
+// The packages that do the work live below this one:
+//
+//   - schema: Avro schemas, registry access, strict encode and decode
+//   - producer: publishing events with metadata and trace context
+//   - consumer: the service runtime (groups, routing, commits, retries)
+//   - idempotency: the processed-event store
+//   - dlq: the dead-letter envelope, writer, reader and replay
+//   - tracing: OpenTelemetry setup and propagation through record headers
+//   - kafkatest: a broker for tests (embedded or real)
+//
+// This package imports none of them, so every one of them can use it.
+package choreo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// SpecVersion is the CloudEvents specification version written in the
+// ce_specversion header.
+const SpecVersion = "1.0"
+
+// ContentTypeAvro is the content-type header value of an event whose value
+// is Avro binary in the Confluent wire format (magic byte, schema id, body).
+const ContentTypeAvro = "application/avro"
+
+// Header names of the wire contract. The ce_ headers follow the CloudEvents
+// Kafka protocol binding in binary mode; values are UTF-8 text.
+const (
+	HeaderSpecVersion   = "ce_specversion"   // CloudEvents version, always SpecVersion
+	HeaderID            = "ce_id"            // event id (UUIDv7): the idempotency key
+	HeaderType          = "ce_type"          // Avro full name of the value schema
+	HeaderSource        = "ce_source"        // the producing service
+	HeaderTime          = "ce_time"          // RFC 3339 time the event was created
+	HeaderCorrelationID = "ce_correlationid" // business transaction the event belongs to
+	HeaderCausationID   = "ce_causationid"   // id of the event whose handling produced this one
+	HeaderContentType   = "content-type"     // media type of the value
+
+	// W3C trace context and baggage, written by the OpenTelemetry propagator.
+	HeaderTraceParent = "traceparent"
+	HeaderTraceState  = "tracestate"
+	HeaderBaggage     = "baggage"
+)
+
+// Toolkit header names. Numbers are decimal text, as Kafka Connect writes
+// its error headers, so that kcat and friends show them readably.
+const (
+	HeaderAttempt           = "choreo-attempt"            // delivery attempts so far, across retry tiers
+	HeaderNotBefore         = "choreo-not-before"         // RFC 3339 time before which a retry record must not be handled
+	HeaderOriginalTopic     = "choreo-original-topic"     // topic the record was first consumed from
+	HeaderOriginalPartition = "choreo-original-partition" // its partition
+	HeaderOriginalOffset    = "choreo-original-offset"    // its offset
+	HeaderErrorKind         = "choreo-error-kind"         // an ErrorKind
+	HeaderErrorMessage      = "choreo-error-message"      // the error text, cut at 1 KiB
+	HeaderReplayedFrom      = "choreo-replayed-from"      // "topic/partition/offset" of the dead letter a replay came from
+)
+
+// Metadata is what the wire contract says about one event, apart from its
+// key and value. The producer fills it in; the consumer reads it back.
+type Metadata struct {
+	ID            string    // ce_id; unique per event, the idempotency key
+	Type          string    // ce_type; the Avro full name of the value schema
+	Source        string    // ce_source; the service that produced the event
+	Time          time.Time // ce_time
+	CorrelationID string    // ce_correlationid; shared by every event of one business transaction
+	CausationID   string    // ce_causationid; ID of the event that caused this one, empty for a first event
+}
+
+type metadataKey struct{}
+
+// WithMetadata returns a context that carries m as the event being handled.
+// The consumer runtime calls it before a handler runs; a producer publishing
+// with the returned context gives its event m's correlation id and m.ID as
+// causation id.
+func WithMetadata(ctx context.Context, m Metadata) context.Context {
+	return context.WithValue(ctx, metadataKey{}, m)
+}
+
+// MetadataFrom returns the metadata of the event being handled in ctx, and
+// false when ctx carries none.
+func MetadataFrom(ctx context.Context) (Metadata, bool) {
+	m, ok := ctx.Value(metadataKey{}).(Metadata)
+	return m, ok
+}
+
+// NewID returns a new event id: a UUIDv7 in its canonical text form, so ids
+// sort by creation time.
+func NewID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		// NewV7 fails only when the system's random source does; a v4 id
+		// is still unique, and losing time order is better than no event.
+		return uuid.NewString()
+	}
+	return id.String()
+}
+
+// ErrorKind names why an event could not be handled. It is written in the
+// choreo-error-kind header and the dead-letter envelope, so its values are
+// part of the wire contract: never rename one.
+type ErrorKind string
+
+// The error kinds. All but KindRetryable are permanent: retrying the same
+// bytes cannot succeed.
+const (
+	KindRetryable          ErrorKind = "retryable"           // a handler error that may pass on retry
+	KindRetriesExhausted   ErrorKind = "retries_exhausted"   // a retryable error that kept failing
+	KindPermanent          ErrorKind = "permanent"           // the handler returned Permanent(err)
+	KindEmptyValue         ErrorKind = "empty_value"         // the record has no value
+	KindBadMagicByte       ErrorKind = "bad_magic_byte"      // the value does not start with the wire-format magic byte 0
+	KindUnknownSchema      ErrorKind = "unknown_schema_id"   // the registry does not know the value's schema id
+	KindTruncated          ErrorKind = "truncated"           // the value ends before the Avro record does
+	KindTrailingBytes      ErrorKind = "trailing_bytes"      // bytes follow a complete Avro record
+	KindSchemaMismatch     ErrorKind = "schema_mismatch"     // the data does not match its schema, or is of another type
+	KindIncompatibleSchema ErrorKind = "incompatible_schema" // the writer schema cannot be read with the reader schema
+	KindMissingHeader      ErrorKind = "missing_header"      // a required header (ce_id, ce_type …) is absent or empty
+	KindUnknownType        ErrorKind = "unknown_type"        // no handler is registered for the event type
+	KindPanic              ErrorKind = "panic"               // the handler panicked
+	KindTimeout            ErrorKind = "timeout"             // the handler ran past its deadline
+	KindTooLarge           ErrorKind = "too_large"           // the value is over the configured maximum size
+)
+
+// Permanent reports whether events failing with this kind must not be retried.
+func (k ErrorKind) Permanent() bool { return k != KindRetryable && k != "" }
+
+// Error is an error with a kind. Packages of the toolkit return it (or wrap
+// it) wherever the kind decides what happens to the event.
+type Error struct {
+	Kind ErrorKind
+	Err  error
+}
+
+// Error returns the kind and the underlying message.
+func (e *Error) Error() string {
+	if e.Err == nil {
+		return string(e.Kind)
+	}
+	return string(e.Kind) + ": " + e.Err.Error()
+}
+
+// Unwrap returns the underlying error.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf returns an *Error of the given kind with a formatted message; %w
+// wraps as in fmt.Errorf.
+func Errorf(kind ErrorKind, format string, args ...any) error {
+	return &Error{Kind: kind, Err: fmt.Errorf(format, args...)}
+}
+
+// Permanent marks err as permanent: the consumer sends the event to the
+// dead-letter topic at once instead of retrying it. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Kind: KindPermanent, Err: err}
+}
+
+// IsPermanent reports whether retrying cannot help err: it, or an error it
+// wraps, was marked with Permanent or carries a permanent ErrorKind.
+func IsPermanent(err error) bool {
+	return KindOf(err).Permanent()
+}
+
+// KindOf returns the kind of the first *Error in err's chain, KindRetryable
+// for any other non-nil error, and "" for nil.
+func KindOf(err error) ErrorKind {
+	if err == nil {
+		return ""
+	}
+	var ce *Error
+	if errors.As(err, &ce) && ce.Kind != "" {
+		return ce.Kind
+	}
+	return KindRetryable
+}
