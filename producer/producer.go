@@ -1,0 +1,365 @@
+// Package producer publishes typed events to Kafka with the full metadata of
+// choreo's wire contract.
+//
+// Every record it writes has the entity id as key, the event as Avro in the
+// Confluent wire format as value, and these headers: ce_specversion, ce_id
+// (a new UUIDv7, the idempotency key), ce_type (the Avro full name),
+// ce_source (the service), ce_time, ce_correlationid, ce_causationid and
+// content-type, plus the W3C trace context through the OpenTelemetry
+// propagator.
+//
+// # Correlation
+//
+// A producer publishing inside a handler (with the handler's context) gives
+// the new event the handled event's correlation id, and the handled event's
+// id as causation id. Outside a handler, a new correlation id is started:
+// the event's own id. To continue a transaction that began elsewhere (an
+// HTTP request id, say), put it in the context with choreo.WithMetadata.
+//
+// # Schemas
+//
+// In development mode (the default) schemas are registered on first use. In
+// production mode (Production) nothing is registered: a schema must already
+// be in the registry under its subject, and Require checks that at start-up,
+// so a service with a missing or incompatible schema fails before it
+// consumes anything.
+//
+// # Delivery
+//
+// Writes are idempotent with acks=all: a record is acknowledged once every
+// in-sync replica has it, and retries do not duplicate it. Publish waits for
+// the acknowledgement; PublishAsync returns at once and calls back. Close
+// flushes what is buffered.
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/choreokit/choreo"
+	"github.com/choreokit/choreo/connection"
+	"github.com/choreokit/choreo/schema"
+	"github.com/choreokit/choreo/tracing"
+)
+
+// ErrClosed is returned by publishes after Close.
+var ErrClosed = errors.New("producer is closed")
+
+// Producer publishes events. It is safe for concurrent use.
+type Producer struct {
+	cl       *kgo.Client
+	ownsCl   bool
+	reg      *schema.Registry
+	codec    *schema.Codec
+	source   string
+	register bool
+	subject  schema.SubjectStrategy
+	prop     propagation.TextMapPropagator
+	now      func() time.Time
+
+	ids sync.Map // idKey → int: schema id per subject and schema
+
+	mu     sync.RWMutex
+	closed bool
+}
+
+type idKey struct {
+	subject string
+	schema  *schema.Schema
+}
+
+type config struct {
+	source     string
+	production bool
+	subject    schema.SubjectStrategy
+	prop       propagation.TextMapPropagator
+	kgoOpts    []kgo.Opt
+	client     *kgo.Client
+	required   []requirement
+	codecOpts  []schema.CodecOption
+}
+
+type requirement struct {
+	topic  string
+	events []schema.Event
+}
+
+// Option configures a Producer.
+type Option func(*config)
+
+// Source sets the ce_source header: the name of the producing service.
+// The default is the program's file name.
+func Source(name string) Option { return func(c *config) { c.source = name } }
+
+// Production turns off auto-registration: every schema must already be
+// registered under its subject. Combine with Require to fail at start-up.
+func Production() Option { return func(c *config) { c.production = true } }
+
+// Require makes New check that the schemas of these events can be used on
+// topic: registered (in production mode) or registrable (in development
+// mode), and compatible with the subject's history. New fails otherwise.
+func Require(topic string, events ...schema.Event) Option {
+	return func(c *config) { c.required = append(c.required, requirement{topic, events}) }
+}
+
+// Subjects sets how subjects are named; the default is
+// schema.TopicNameStrategy (<topic>-value).
+func Subjects(s schema.SubjectStrategy) Option { return func(c *config) { c.subject = s } }
+
+// Propagator sets the propagator that writes trace context into headers;
+// the default is otel.GetTextMapPropagator() at publish time.
+func Propagator(p propagation.TextMapPropagator) Option { return func(c *config) { c.prop = p } }
+
+// ClientOptions adds franz-go options to the producer's client (linger,
+// batch size, compression …). Options that would weaken delivery (acks,
+// idempotence) are the caller's responsibility.
+func ClientOptions(opts ...kgo.Opt) Option {
+	return func(c *config) { c.kgoOpts = append(c.kgoOpts, opts...) }
+}
+
+// Client makes the producer publish through an existing client instead of
+// creating one; Close then leaves the client open. The connection.Config
+// given to New is ignored.
+func Client(cl *kgo.Client) Option { return func(c *config) { c.client = cl } }
+
+// CodecOptions passes options to the producer's codec.
+func CodecOptions(opts ...schema.CodecOption) Option {
+	return func(c *config) { c.codecOpts = append(c.codecOpts, opts...) }
+}
+
+// New returns a producer connected as conn says, using reg for schemas. It
+// checks the schemas named by Require before returning.
+func New(ctx context.Context, conn connection.Config, reg *schema.Registry, opts ...Option) (*Producer, error) {
+	if reg == nil {
+		return nil, errors.New("producer: a schema registry is required")
+	}
+	cfg := config{subject: schema.TopicNameStrategy}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.source == "" {
+		cfg.source = filepath.Base(os.Args[0])
+	}
+	p := &Producer{
+		reg:      reg,
+		codec:    schema.NewCodec(reg, cfg.codecOpts...),
+		source:   cfg.source,
+		register: !cfg.production,
+		subject:  cfg.subject,
+		prop:     cfg.prop,
+		now:      time.Now,
+		cl:       cfg.client,
+	}
+	if p.cl == nil {
+		copts, err := conn.ClientOptions()
+		if err != nil {
+			return nil, fmt.Errorf("producer: %w", err)
+		}
+		copts = append(copts, kgo.RequiredAcks(kgo.AllISRAcks()))
+		cl, err := kgo.NewClient(append(copts, cfg.kgoOpts...)...)
+		if err != nil {
+			return nil, fmt.Errorf("producer: new client: %w", err)
+		}
+		p.cl, p.ownsCl = cl, true
+	}
+	for _, r := range cfg.required {
+		for _, ev := range r.events {
+			if err := p.check(ctx, r.topic, ev); err != nil {
+				p.closeClient()
+				return nil, err
+			}
+		}
+	}
+	return p, nil
+}
+
+// check makes sure ev's schema can be used on topic.
+func (p *Producer) check(ctx context.Context, topic string, ev schema.Event) error {
+	s := ev.AvroSchema()
+	subject := p.subject(topic, s)
+	if !p.register {
+		if _, err := p.schemaID(ctx, topic, s); err != nil {
+			return err
+		}
+		return nil
+	}
+	if err := p.reg.CheckCompatible(ctx, subject, s); err != nil {
+		return fmt.Errorf("producer: schema %s for topic %s: %w", s.FullName(), topic, err)
+	}
+	return nil
+}
+
+// schemaID returns the registry id of s under topic's subject, registering
+// it in development mode.
+func (p *Producer) schemaID(ctx context.Context, topic string, s *schema.Schema) (int, error) {
+	subject := p.subject(topic, s)
+	k := idKey{subject, s}
+	if id, ok := p.ids.Load(k); ok {
+		return id.(int), nil
+	}
+	var id int
+	var err error
+	if p.register {
+		id, err = p.reg.Register(ctx, subject, s)
+	} else {
+		id, err = p.reg.Lookup(ctx, subject, s)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("producer: schema %s under subject %s: %w", s.FullName(), subject, err)
+	}
+	p.ids.Store(k, id)
+	return id, nil
+}
+
+// Published says where an event landed.
+type Published struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Key       string
+	Metadata  choreo.Metadata
+}
+
+// Record builds the record for ev without sending it: encoded value, key
+// and every header of the wire contract. It fails, sending nothing, when ev
+// does not match its schema; the error names the field.
+func (p *Producer) Record(ctx context.Context, topic, key string, ev schema.Event) (*kgo.Record, choreo.Metadata, error) {
+	if ev == nil {
+		return nil, choreo.Metadata{}, errors.New("producer: nil event")
+	}
+	if topic == "" {
+		return nil, choreo.Metadata{}, errors.New("producer: empty topic")
+	}
+	s := ev.AvroSchema()
+	if s == nil {
+		return nil, choreo.Metadata{}, fmt.Errorf("producer: %T.AvroSchema() returned nil", ev)
+	}
+	id, err := p.schemaID(ctx, topic, s)
+	if err != nil {
+		return nil, choreo.Metadata{}, err
+	}
+	value, err := p.codec.Encode(id, s, ev)
+	if err != nil {
+		return nil, choreo.Metadata{}, fmt.Errorf("producer: encode %s for topic %s: %w", s.FullName(), topic, err)
+	}
+
+	md := choreo.Metadata{
+		ID:     choreo.NewID(),
+		Type:   s.FullName(),
+		Source: p.source,
+		Time:   p.now().UTC(),
+	}
+	if parent, ok := choreo.MetadataFrom(ctx); ok {
+		md.CorrelationID = parent.CorrelationID
+		md.CausationID = parent.ID
+	}
+	if md.CorrelationID == "" {
+		md.CorrelationID = md.ID
+	}
+
+	rec := &kgo.Record{Topic: topic, Value: value}
+	if key != "" {
+		rec.Key = []byte(key)
+	}
+	rec.Headers = make([]kgo.RecordHeader, 0, 11)
+	add := func(k, v string) { rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)}) }
+	add(choreo.HeaderSpecVersion, choreo.SpecVersion)
+	add(choreo.HeaderID, md.ID)
+	add(choreo.HeaderType, md.Type)
+	add(choreo.HeaderSource, md.Source)
+	add(choreo.HeaderTime, md.Time.Format(time.RFC3339Nano))
+	add(choreo.HeaderCorrelationID, md.CorrelationID)
+	if md.CausationID != "" {
+		add(choreo.HeaderCausationID, md.CausationID)
+	}
+	add(choreo.HeaderContentType, choreo.ContentTypeAvro)
+	p.propagator().Inject(ctx, tracing.HeaderCarrier{Record: rec})
+	return rec, md, nil
+}
+
+func (p *Producer) propagator() propagation.TextMapPropagator {
+	if p.prop != nil {
+		return p.prop
+	}
+	return otel.GetTextMapPropagator()
+}
+
+// Publish sends ev to topic under key and waits until the broker has
+// acknowledged it.
+func (p *Producer) Publish(ctx context.Context, topic, key string, ev schema.Event) (Published, error) {
+	type result struct {
+		pub Published
+		err error
+	}
+	done := make(chan result, 1)
+	p.PublishAsync(ctx, topic, key, ev, func(pub Published, err error) { done <- result{pub, err} })
+	r := <-done
+	return r.pub, r.err
+}
+
+// PublishAsync sends ev to topic under key and returns at once; fn, if not
+// nil, is called once the broker acknowledged the record or it failed. fn
+// runs on the client's callback goroutine: keep it short.
+func (p *Producer) PublishAsync(ctx context.Context, topic, key string, ev schema.Event, fn func(Published, error)) {
+	if fn == nil {
+		fn = func(Published, error) {}
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		fn(Published{Topic: topic, Key: key}, ErrClosed)
+		return
+	}
+	rec, md, err := p.Record(ctx, topic, key, ev)
+	if err != nil {
+		fn(Published{Topic: topic, Key: key}, err)
+		return
+	}
+	p.cl.Produce(ctx, rec, func(r *kgo.Record, err error) {
+		pub := Published{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: key, Metadata: md}
+		if err != nil {
+			err = fmt.Errorf("producer: publish %s to %s: %w", md.Type, r.Topic, err)
+		}
+		fn(pub, err)
+	})
+}
+
+// Flush waits until every buffered record is acknowledged or failed, or ctx
+// ends.
+func (p *Producer) Flush(ctx context.Context) error {
+	if err := p.cl.Flush(ctx); err != nil {
+		return fmt.Errorf("producer: flush: %w", err)
+	}
+	return nil
+}
+
+// Close stops new publishes, flushes what is buffered (until ctx ends) and
+// closes the client if the producer created it. Records still buffered when
+// ctx ends fail with an error in their callbacks.
+func (p *Producer) Close(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+	err := p.Flush(ctx)
+	p.closeClient()
+	return err
+}
+
+func (p *Producer) closeClient() {
+	if p.ownsCl {
+		p.cl.Close()
+	}
+}
