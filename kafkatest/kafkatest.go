@@ -20,6 +20,7 @@ package kafkatest
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -29,6 +30,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/choreokit/choreo/schema/registry"
 )
 
 // EnvBrokers is the environment variable naming a real cluster's seed
@@ -222,3 +225,25 @@ func (c *Cluster) CreateTopic(t testing.TB, name string, partitions int32) {
 
 // Group returns a unique consumer group name for t.
 func Group(t testing.TB) string { return Name(t, "g") }
+
+// EnvSchemaRegistry is the environment variable naming a real schema
+// registry. When it is empty, SchemaRegistry serves an embedded one.
+const EnvSchemaRegistry = "SCHEMA_REGISTRY_URL"
+
+// SchemaRegistry returns the URL of a schema registry for t: the one named
+// by SCHEMA_REGISTRY_URL, or an embedded registry (the one `choreo dev`
+// serves) on a loopback port, stopped when t ends. Subjects are shared on a
+// real registry: name them after unique topics.
+func SchemaRegistry(t testing.TB) string {
+	t.Helper()
+	if u := strings.TrimSpace(os.Getenv(EnvSchemaRegistry)); u != "" {
+		return u
+	}
+	reg, err := registry.New()
+	if err != nil {
+		t.Fatalf("kafkatest: embedded schema registry: %v", err)
+	}
+	srv := httptest.NewServer(reg)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
