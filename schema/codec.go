@@ -88,7 +88,7 @@ type Codec struct {
 	lim limits
 
 	writers atomic.Pointer[map[int]*writerEntry] // copy on write
-	mu      sync.Mutex                            // serialises writers updates and resolution
+	mu      sync.Mutex                           // serialises writers updates and resolution
 	compat  *avro.SchemaCompatibility
 
 	readerPool sync.Pool // *avro.Reader

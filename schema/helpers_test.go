@@ -2,13 +2,14 @@ package schema_test
 
 import (
 	"errors"
+	"log/slog"
 	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/choreokit/choreo"
 	"github.com/choreokit/choreo/schema"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
+	"github.com/choreokit/choreo/schema/registry"
 )
 
 // Schemas shared by the tests of this package (external test package, so
@@ -104,14 +105,16 @@ func mustParse(t testing.TB, text string) *schema.Schema {
 	return s
 }
 
-// newTestRegistryURL serves a schema registry for the test and returns its
-// URL.
+// newTestRegistryURL serves choreo's embedded schema registry (BACKWARD
+// compatibility) for the test and returns its URL.
 func newTestRegistryURL(t testing.TB) string {
 	t.Helper()
-	fake := srfake.New()
-	srv := httptest.NewServer(fake.Handler())
+	reg, err := registry.New(registry.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatalf("registry.New: %v", err)
+	}
+	srv := httptest.NewServer(reg)
 	t.Cleanup(srv.Close)
-	t.Cleanup(fake.Close)
 	return srv.URL
 }
 

@@ -91,41 +91,60 @@ func (n *node) check(body []byte, lim *limits) *dataError {
 }
 
 func (w *walker) readLong() (int64, *dataError) {
-	var v uint64
-	for i := 0; i < 10; i++ {
-		if w.pos >= len(w.buf) {
-			return 0, truncatedf("data ends inside a varint")
-		}
-		b := w.buf[w.pos]
+	buf := w.buf[w.pos:]
+	if len(buf) > 0 && buf[0] < 0x80 { // one byte: most counts, indexes, lengths
 		w.pos++
-		if i == 9 && b > 1 {
-			return 0, mismatchf("long varint overflows 64 bits")
+		return int64(buf[0]>>1) ^ -int64(buf[0]&1), nil
+	}
+	var v uint64
+	for i, b := range buf {
+		if i == 9 {
+			if b > 1 {
+				return 0, mismatchf("long varint overflows 64 bits")
+			}
+			v |= uint64(b) << 63
+			w.pos += 10
+			return int64(v>>1) ^ -int64(v&1), nil
 		}
 		v |= uint64(b&0x7f) << (7 * i)
 		if b < 0x80 {
+			w.pos += i + 1
 			return int64(v>>1) ^ -int64(v&1), nil
 		}
 	}
-	return 0, mismatchf("long varint overflows 64 bits") // not reached
+	return 0, truncatedVarint(buf)
 }
 
 func (w *walker) readInt() (int32, *dataError) {
-	var v uint32
-	for i := 0; i < 5; i++ {
-		if w.pos >= len(w.buf) {
-			return 0, truncatedf("data ends inside a varint")
-		}
-		b := w.buf[w.pos]
+	buf := w.buf[w.pos:]
+	if len(buf) > 0 && buf[0] < 0x80 {
 		w.pos++
-		if i == 4 && b > 0x0f {
-			return 0, mismatchf("int varint overflows 32 bits")
+		return int32(buf[0]>>1) ^ -int32(buf[0]&1), nil
+	}
+	var v uint32
+	for i, b := range buf {
+		if i == 4 {
+			if b > 0x0f {
+				return 0, mismatchf("int varint overflows 32 bits")
+			}
+			v |= uint32(b) << 28
+			w.pos += 5
+			return int32(v>>1) ^ -int32(v&1), nil
 		}
 		v |= uint32(b&0x7f) << (7 * i)
 		if b < 0x80 {
+			w.pos += i + 1
 			return int32(v>>1) ^ -int32(v&1), nil
 		}
 	}
-	return 0, mismatchf("int varint overflows 32 bits") // not reached
+	return 0, truncatedVarint(buf)
+}
+
+func truncatedVarint(buf []byte) *dataError {
+	if len(buf) == 0 {
+		return truncatedf("data ends before the value")
+	}
+	return truncatedf("data ends inside a varint")
 }
 
 // take returns the next n bytes.
@@ -163,8 +182,13 @@ func (w *walker) readString(what string) ([]byte, *dataError) {
 	if err != nil {
 		return nil, err
 	}
-	if !utf8.Valid(b) {
-		return nil, mismatchf("%s is not valid UTF-8", what)
+	for _, c := range b {
+		if c >= utf8.RuneSelf { // not all ASCII: check properly
+			if !utf8.Valid(b) {
+				return nil, mismatchf("%s is not valid UTF-8", what)
+			}
+			break
+		}
 	}
 	return b, nil
 }
