@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"reflect"
 	"sync"
 	"sync/atomic"
 
 	"github.com/choreokit/choreo"
 	"github.com/hamba/avro/v2"
+	"github.com/modern-go/reflect2"
 )
 
 // DefaultMaxBytesLength is the default limit on the length of one Avro
@@ -99,13 +101,25 @@ type Codec struct {
 type writerEntry struct {
 	id    int
 	s     *Schema
+	self  *plan                              // reading with the writer schema itself
 	plans atomic.Pointer[map[[32]byte]*plan] // reader fingerprint → plan; copy on write
 }
 
-// plan is how data of one writer schema is read with one reader schema.
+// plan is how data of one writer schema is read with one reader schema:
+// the resolved schema, and hamba's decoders for it by Go type. Looking the
+// decoder up here, by type pointer, skips hamba's own cache look-up (a
+// sync.Map keyed by two 32-byte fingerprints) on every decode.
 type plan struct {
 	resolved avro.Schema
 	err      error
+	decs     atomic.Pointer[map[uintptr]avro.ValDecoder] // copy on write
+}
+
+func newPlan(resolved avro.Schema, err error) *plan {
+	p := &plan{resolved: resolved, err: err}
+	m := map[uintptr]avro.ValDecoder{}
+	p.decs.Store(&m)
+	return p
 }
 
 // NewCodec returns a Codec that looks writer schemas up in src (usually a
@@ -184,7 +198,11 @@ func (c *Codec) encode(id int, s *Schema, v any) (w *avro.Writer, err error) {
 			err = kindError(choreo.KindSchemaMismatch, ErrSchemaMismatch, "schema: encode %s: %T: panic: %v", s.fullName, v, p)
 		}
 	}()
-	w.WriteVal(s.avro, v)
+	if v == nil {
+		w.WriteVal(s.avro, v) // hamba's error for nil
+	} else {
+		c.encoder(s, v).Encode(reflect2.PtrOf(v), w)
+	}
 	if w.Error != nil {
 		err := kindError(choreo.KindSchemaMismatch, ErrSchemaMismatch, "schema: encode %s: %w", s.fullName, w.Error)
 		c.putWriter(w)
@@ -200,6 +218,32 @@ func (c *Codec) encode(id int, s *Schema, v any) (w *avro.Writer, err error) {
 		return nil, derr.err("schema: encode " + s.fullName)
 	}
 	return w, nil
+}
+
+// encoder returns hamba's encoder of s for v's type. Looking it up on s,
+// by type pointer, skips hamba's own cache look-up (a sync.Map keyed by a
+// 32-byte fingerprint) on every encode.
+func (c *Codec) encoder(s *Schema, v any) avro.ValEncoder {
+	key := encKey{c, reflect2.RTypeOf(v)}
+	if m := s.encs.Load(); m != nil {
+		if enc := (*m)[key]; enc != nil {
+			return enc
+		}
+	}
+	enc := c.api.EncoderOf(s.avro, reflect2.TypeOf(v))
+	s.encMu.Lock()
+	defer s.encMu.Unlock()
+	var old map[encKey]avro.ValEncoder
+	if m := s.encs.Load(); m != nil {
+		old = *m
+	}
+	m := make(map[encKey]avro.ValEncoder, len(old)+1)
+	for k, e := range old {
+		m[k] = e
+	}
+	m[key] = enc
+	s.encs.Store(&m)
+	return enc
 }
 
 func (c *Codec) putWriter(w *avro.Writer) {
@@ -235,23 +279,51 @@ func (c *Codec) Decode(ctx context.Context, data []byte, reader *Schema, v any) 
 	if derr := we.s.prog.check(body, &c.lim); derr != nil {
 		return id, derr.err(decodeOp(we))
 	}
-	rs := we.s.avro
+	p := we.self
 	if reader != nil && reader.fp != we.s.fp {
-		p := c.plan(we, reader)
-		if p.err != nil {
+		if p = c.plan(we, reader); p.err != nil {
 			return id, p.err
 		}
-		rs = p.resolved
 	}
-	return id, c.read(we, rs, body, v)
+	return id, c.read(we, p, body, v)
 }
 
 func decodeOp(we *writerEntry) string {
 	return fmt.Sprintf("schema: decode %s (schema id %d)", we.s.fullName, we.id)
 }
 
+// decoder returns hamba's decoder of p's schema into v's type.
+func (c *Codec) decoder(we *writerEntry, p *plan, v any) (avro.ValDecoder, error) {
+	rt := reflect2.RTypeOf(v)
+	if dec := (*p.decs.Load())[rt]; dec != nil {
+		return dec, nil
+	}
+	if v == nil || reflect.TypeOf(v).Kind() != reflect.Pointer {
+		return nil, kindError(choreo.KindSchemaMismatch, ErrSchemaMismatch, "%s: into %T: not a pointer", decodeOp(we), v)
+	}
+	dec := c.api.DecoderOf(p.resolved, reflect2.TypeOf(v))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := *p.decs.Load()
+	m := make(map[uintptr]avro.ValDecoder, len(old)+1)
+	for k, d := range old {
+		m[k] = d
+	}
+	m[rt] = dec
+	p.decs.Store(&m)
+	return dec, nil
+}
+
 // read decodes body, already validated, with hamba/avro.
-func (c *Codec) read(we *writerEntry, rs avro.Schema, body []byte, v any) (err error) {
+func (c *Codec) read(we *writerEntry, p *plan, body []byte, v any) (err error) {
+	dec, err := c.decoder(we, p, v)
+	if err != nil {
+		return err
+	}
+	ptr := reflect2.PtrOf(v)
+	if ptr == nil {
+		return kindError(choreo.KindSchemaMismatch, ErrSchemaMismatch, "%s: into %T: nil pointer", decodeOp(we), v)
+	}
 	r := c.readerPool.Get().(*avro.Reader)
 	r.Reset(body)
 	defer func() {
@@ -262,7 +334,7 @@ func (c *Codec) read(we *writerEntry, rs avro.Schema, body []byte, v any) (err e
 		r.Error = nil
 		c.readerPool.Put(r)
 	}()
-	r.ReadVal(rs, v)
+	dec.Decode(ptr, r)
 	if r.Error == nil {
 		// The walker has checked that the body is exactly one datum; make
 		// sure hamba read all of it too (Peek sets io.EOF at the end).
@@ -358,7 +430,7 @@ func (c *Codec) writer(ctx context.Context, id int) (*writerEntry, error) {
 	if we := old[id]; we != nil {
 		return we, nil
 	}
-	we := &writerEntry{id: id, s: s}
+	we := &writerEntry{id: id, s: s, self: newPlan(s.avro, nil)}
 	plans := map[[32]byte]*plan{}
 	we.plans.Store(&plans)
 	m := make(map[int]*writerEntry, len(old)+1)
@@ -384,13 +456,13 @@ func (c *Codec) plan(we *writerEntry, reader *Schema) *plan {
 	if p := old[reader.fp]; p != nil {
 		return p
 	}
-	p := &plan{}
+	var p *plan
 	resolved, err := c.compat.Resolve(reader.avro, we.s.avro)
 	if err != nil {
-		p.err = &choreo.Error{Kind: choreo.KindIncompatibleSchema, Err: fmt.Errorf("%s: into reader schema %s: %w", decodeOp(we), reader.fullName,
-			&IncompatibleError{Schema: we.s.fullName, Reasons: []string{err.Error()}})}
+		p = newPlan(nil, &choreo.Error{Kind: choreo.KindIncompatibleSchema, Err: fmt.Errorf("%s: into reader schema %s: %w", decodeOp(we), reader.fullName,
+			&IncompatibleError{Schema: we.s.fullName, Reasons: []string{err.Error()}})})
 	} else {
-		p.resolved = resolved
+		p = newPlan(resolved, nil)
 	}
 	m := make(map[[32]byte]*plan, len(old)+1)
 	for k, v := range old {

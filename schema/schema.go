@@ -3,6 +3,8 @@ package schema
 import (
 	"fmt"
 	"io/fs"
+	"sync"
+	"sync/atomic"
 
 	"github.com/hamba/avro/v2"
 )
@@ -20,6 +22,15 @@ type Schema struct {
 	fp        [32]byte
 	avro      avro.Schema
 	prog      *node
+
+	// hamba's encoders of this schema by codec and Go type, copy on write.
+	encs  atomic.Pointer[map[encKey]avro.ValEncoder]
+	encMu sync.Mutex
+}
+
+type encKey struct {
+	codec *Codec
+	rtype uintptr
 }
 
 // Parse parses the Avro schema in text (JSON).

@@ -159,9 +159,18 @@ func (w *walker) take(n int, what string) ([]byte, *dataError) {
 
 // readBytes reads a length-prefixed bytes or string value.
 func (w *walker) readBytes(what string) ([]byte, *dataError) {
-	n, err := w.readLong()
-	if err != nil {
-		return nil, err
+	var n int64
+	if w.pos < len(w.buf) && w.buf[w.pos] < 0x80 { // a length under 64
+		n = int64(w.buf[w.pos] >> 1)
+		if w.buf[w.pos]&1 != 0 {
+			n = -n - 1
+		}
+		w.pos++
+	} else {
+		var err *dataError
+		if n, err = w.readLong(); err != nil {
+			return nil, err
+		}
 	}
 	if n < 0 {
 		return nil, mismatchf("negative %s length %d", what, n)
@@ -316,7 +325,19 @@ func (w *walker) validate(n *node) *dataError {
 			return err
 		}
 		for i := range n.fields {
-			if err := w.validate(n.fields[i].node); err != nil {
+			var err *dataError
+			// The common field types without a call more.
+			switch f := n.fields[i].node; f.kind {
+			case kindString:
+				_, err = w.readString("string")
+			case kindLong:
+				_, err = w.readLong()
+			case kindInt:
+				_, err = w.readInt()
+			default:
+				err = w.validate(f)
+			}
+			if err != nil {
 				return err.at(n.fields[i].name)
 			}
 		}
