@@ -53,9 +53,22 @@ type Registry struct {
 	byText map[textKey]int // (subject, schema text) → id
 
 	byID     atomic.Pointer[map[int]*Schema] // copy on write
-	idMu     sync.Mutex                      // guards byID writes and inflight
+	idMu     sync.Mutex                      // guards byID writes, inflight and unknown
 	inflight map[int]*fetch
+	unknown  map[int]unknownID
 }
+
+// unknownID remembers for a while that the registry does not know an id.
+type unknownID struct {
+	err   error
+	until time.Time
+}
+
+// unknownTTL is how long an unknown id is answered from memory: long
+// enough that a burst of poison records does not become a burst of
+// registry requests, short enough that an id registered meanwhile (a
+// lagging replica) is found soon.
+const unknownTTL = 2 * time.Second
 
 type ptrKey struct {
 	subject string
@@ -122,6 +135,7 @@ func NewRegistry(urls []string, opts ...RegistryOption) (*Registry, error) {
 		byPtr:    map[ptrKey]int{},
 		byText:   map[textKey]int{},
 		inflight: map[int]*fetch{},
+		unknown:  map[int]unknownID{},
 	}
 	m := map[int]*Schema{}
 	r.byID.Store(&m)
@@ -227,7 +241,9 @@ func (r *Registry) Lookup(ctx context.Context, subject string, s *Schema) (id in
 // choreo.KindUnknownSchema); a schema that is not Avro, or that does not
 // parse, with ErrSchemaMismatch (kind choreo.KindSchemaMismatch); an
 // unreachable or failing registry with a plain, retryable error. Failures
-// are not cached.
+// are not cached, except that an unknown id is answered from memory for
+// two seconds, so that a burst of poison records does not become a burst
+// of requests.
 func (r *Registry) SchemaByID(ctx context.Context, id int) (*Schema, error) {
 	if s := (*r.byID.Load())[id]; s != nil {
 		return s, nil
@@ -236,6 +252,13 @@ func (r *Registry) SchemaByID(ctx context.Context, id int) (*Schema, error) {
 	if s := (*r.byID.Load())[id]; s != nil {
 		r.idMu.Unlock()
 		return s, nil
+	}
+	if u, ok := r.unknown[id]; ok {
+		if time.Now().Before(u.until) {
+			r.idMu.Unlock()
+			return nil, u.err
+		}
+		delete(r.unknown, id)
 	}
 	f := r.inflight[id]
 	if f == nil {
@@ -261,6 +284,9 @@ func (r *Registry) fetch(ctx context.Context, id int, f *fetch) {
 	f.s, f.err = r.get(ctx, id)
 	r.idMu.Lock()
 	delete(r.inflight, id)
+	if errors.Is(f.err, ErrUnknownSchema) {
+		r.unknown[id] = unknownID{err: f.err, until: time.Now().Add(unknownTTL)}
+	}
 	r.idMu.Unlock()
 	if f.err == nil {
 		r.storeByID(id, f.s)

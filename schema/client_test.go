@@ -421,3 +421,18 @@ func TestRegisterInvalidIsPermanent(t *testing.T) {
 		t.Errorf("Register of a schema the registry calls invalid: %v; want a permanent error", err)
 	}
 }
+
+// A burst of records with an unknown id does not become a burst of
+// registry requests.
+func TestUnknownIDRemembered(t *testing.T) {
+	ctx := context.Background()
+	cs := newCountingServer(t, proxyTo(newTestRegistryURL(t)))
+	reg, _ := schema.NewRegistry([]string{cs.URL})
+	for range 20 {
+		_, err := reg.SchemaByID(ctx, 777)
+		wantKind(t, err, choreo.KindUnknownSchema, schema.ErrUnknownSchema)
+	}
+	if n := cs.count("GET /schemas/ids/777"); n != 1 {
+		t.Errorf("%d requests for an unknown id; want 1", n)
+	}
+}

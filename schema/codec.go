@@ -90,8 +90,7 @@ type Codec struct {
 	lim limits
 
 	writers atomic.Pointer[map[int]*writerEntry] // copy on write
-	mu      sync.Mutex                           // serialises writers updates and resolution
-	compat  *avro.SchemaCompatibility
+	mu      sync.Mutex                           // serialises cache updates
 
 	readerPool sync.Pool // *avro.Reader
 	writerPool sync.Pool // *avro.Writer
@@ -102,7 +101,7 @@ type writerEntry struct {
 	id    int
 	s     *Schema
 	self  *plan                              // reading with the writer schema itself
-	plans atomic.Pointer[map[[32]byte]*plan] // reader fingerprint → plan; copy on write
+	plans atomic.Pointer[map[[32]byte]*plan] // reader text fingerprint → plan; copy on write
 }
 
 // plan is how data of one writer schema is read with one reader schema:
@@ -125,7 +124,7 @@ func newPlan(resolved avro.Schema, err error) *plan {
 // NewCodec returns a Codec that looks writer schemas up in src (usually a
 // *Registry).
 func NewCodec(src SchemaSource, opts ...CodecOption) *Codec {
-	c := &Codec{src: src, lim: defaultLimits, compat: avro.NewSchemaCompatibility()}
+	c := &Codec{src: src, lim: defaultLimits}
 	for _, opt := range opts {
 		opt(c)
 	}
@@ -444,20 +443,24 @@ func (c *Codec) writer(ctx context.Context, id int) (*writerEntry, error) {
 
 // plan returns how to read we's data with reader, resolving once.
 func (c *Codec) plan(we *writerEntry, reader *Schema) *plan {
-	if p := (*we.plans.Load())[reader.fp]; p != nil {
+	// Plans are keyed by the reader's text, not its canonical form: the
+	// resolution depends on field defaults, which the canonical form lacks.
+	if p := (*we.plans.Load())[reader.tfp]; p != nil {
 		return p
 	}
-	// hamba's SchemaCompatibility is not safe for concurrent checks of the
-	// same pair (a check in progress reads as compatible to another
-	// goroutine, to break recursion), hence the lock.
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := *we.plans.Load()
-	if p := old[reader.fp]; p != nil {
+	if p := old[reader.tfp]; p != nil {
 		return p
 	}
+	// A SchemaCompatibility of its own for each resolution: hamba's caches
+	// its verdicts by canonical fingerprints, which ignore defaults (a
+	// reader field with a default and one without would share a verdict),
+	// and a check in progress reads as compatible to a concurrent one.
+	// Resolving happens once per (writer id, reader), so this costs little.
 	var p *plan
-	resolved, err := c.compat.Resolve(reader.avro, we.s.avro)
+	resolved, err := avro.NewSchemaCompatibility().Resolve(reader.avro, we.s.avro)
 	if err != nil {
 		p = newPlan(nil, &choreo.Error{Kind: choreo.KindIncompatibleSchema, Err: fmt.Errorf("%s: into reader schema %s: %w", decodeOp(we), reader.fullName,
 			&IncompatibleError{Schema: we.s.fullName, Reasons: []string{err.Error()}})})
@@ -468,7 +471,7 @@ func (c *Codec) plan(we *writerEntry, reader *Schema) *plan {
 	for k, v := range old {
 		m[k] = v
 	}
-	m[reader.fp] = p
+	m[reader.tfp] = p
 	we.plans.Store(&m)
 	return p
 }

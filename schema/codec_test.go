@@ -387,3 +387,35 @@ func TestDecodeGeneric(t *testing.T) {
 		t.Errorf("DecodeGeneric =\n%#v\nwant\n%#v", v, want)
 	}
 }
+
+// Readers that differ only in a default have the same canonical form, but
+// must not share a resolution.
+func TestResolutionDependsOnDefaults(t *testing.T) {
+	ctx := context.Background()
+	v1 := mustParse(t, orderPlacedV1)
+	web := mustParse(t, orderPlacedV2)
+	app := mustParse(t, strings.Replace(orderPlacedV2, `"default":"web"`, `"default":"app"`, 1))
+	none := mustParse(t, strings.Replace(orderPlacedV2, `,"default":"web"`, ``, 1))
+	if !web.Equal(app) || !web.Equal(none) {
+		t.Fatal("test premise: the three readers should share a canonical form")
+	}
+	codec := schema.NewCodec(schema.StaticSource{1: v1})
+	data, err := codec.Encode(1, v1, sampleOrder())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		reader *schema.Schema
+		want   string
+	}{{web, "web"}, {app, "app"}, {none, ""}, {web, "web"}} {
+		var got orderPlacedV2Go
+		_, err := codec.Decode(ctx, data, tt.reader, &got)
+		if tt.want == "" {
+			wantKind(t, err, choreo.KindIncompatibleSchema, schema.ErrIncompatibleSchema)
+			continue
+		}
+		if err != nil || got.Channel != tt.want {
+			t.Errorf("channel = %q, %v; want %q", got.Channel, err, tt.want)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"io/fs"
 	"sync"
@@ -19,7 +20,8 @@ type Schema struct {
 	text      string
 	canonical string
 	fullName  string
-	fp        [32]byte
+	fp        [32]byte // of the canonical form
+	tfp       [32]byte // of the text: tells apart schemas whose defaults differ
 	avro      avro.Schema
 	prog      *node
 
@@ -52,6 +54,7 @@ func Parse(text string) (*Schema, error) {
 		text:      text,
 		canonical: as.String(),
 		fp:        as.Fingerprint(),
+		tfp:       sha256.Sum256([]byte(text)),
 		avro:      as,
 		prog:      prog,
 	}
