@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -200,10 +201,17 @@ func (c *Codec) encode(id int, s *Schema, v any) (w *avro.Writer, err error) {
 	if v == nil {
 		w.WriteVal(s.avro, v) // hamba's error for nil
 	} else {
-		c.encoder(s, v).Encode(reflect2.PtrOf(v), w)
+		e := c.encoder(s, v)
+		if e.checkInts {
+			if derr := checkInts(s.prog, reflect.ValueOf(v), 0); derr != nil {
+				c.putWriter(w)
+				return nil, derr.err("schema: encode " + s.fullName)
+			}
+		}
+		e.enc.Encode(reflect2.PtrOf(v), w)
 	}
 	if w.Error != nil {
-		err := kindError(choreo.KindSchemaMismatch, ErrSchemaMismatch, "schema: encode %s: %w", s.fullName, w.Error)
+		err := encodeError(s, v, w.Error)
 		c.putWriter(w)
 		return nil, err
 	}
@@ -222,27 +230,50 @@ func (c *Codec) encode(id int, s *Schema, v any) (w *avro.Writer, err error) {
 // encoder returns hamba's encoder of s for v's type. Looking it up on s,
 // by type pointer, skips hamba's own cache look-up (a sync.Map keyed by a
 // 32-byte fingerprint) on every encode.
-func (c *Codec) encoder(s *Schema, v any) avro.ValEncoder {
+func (c *Codec) encoder(s *Schema, v any) encoder {
 	key := encKey{c, reflect2.RTypeOf(v)}
 	if m := s.encs.Load(); m != nil {
-		if enc := (*m)[key]; enc != nil {
-			return enc
+		if e, ok := (*m)[key]; ok {
+			return e
 		}
 	}
-	enc := c.api.EncoderOf(s.avro, reflect2.TypeOf(v))
+	e := encoder{
+		enc:       c.api.EncoderOf(s.avro, reflect2.TypeOf(v)),
+		checkInts: intRisk(s.prog, reflect.TypeOf(v)),
+	}
 	s.encMu.Lock()
 	defer s.encMu.Unlock()
-	var old map[encKey]avro.ValEncoder
+	var old map[encKey]encoder
 	if m := s.encs.Load(); m != nil {
 		old = *m
 	}
-	m := make(map[encKey]avro.ValEncoder, len(old)+1)
+	m := make(map[encKey]encoder, len(old)+1)
 	for k, e := range old {
 		m[k] = e
 	}
-	m[key] = enc
+	m[key] = e
 	s.encs.Store(&m)
-	return enc
+	return e
+}
+
+// encodeError wraps an error of hamba's encoder. hamba names a struct
+// field by its Go name ("AmountCents: avro: string is unsupported for Avro
+// long"); the Avro name is added, since that is what the schema says.
+func encodeError(s *Schema, v any, err error) error {
+	t := reflect.TypeOf(v)
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t != nil && t.Kind() == reflect.Struct {
+		if goName, rest, ok := strings.Cut(err.Error(), ": "); ok {
+			for name, idx := range structFields(t) {
+				if f := t.FieldByIndex(idx); f.Name == goName && name != goName {
+					return kindError(choreo.KindSchemaMismatch, ErrSchemaMismatch, "schema: encode %s: field %s (Go field %s): %s", s.fullName, name, goName, rest)
+				}
+			}
+		}
+	}
+	return kindError(choreo.KindSchemaMismatch, ErrSchemaMismatch, "schema: encode %s: %w", s.fullName, err)
 }
 
 func (c *Codec) putWriter(w *avro.Writer) {

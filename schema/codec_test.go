@@ -419,3 +419,68 @@ func TestResolutionDependsOnDefaults(t *testing.T) {
 		}
 	}
 }
+
+// hamba/avro writes a Go int into an Avro int as int32(v): 1<<40 would be
+// sent as 0. The codec refuses it instead.
+func TestEncodeRejectsIntOverflow(t *testing.T) {
+	s := mustParse(t, `{"type":"record","name":"Counts","namespace":"test","fields":[
+		{"name":"n","type":"int"},
+		{"name":"opt","type":["null","int"],"default":null},
+		{"name":"list","type":{"type":"array","items":"int"}},
+		{"name":"by_key","type":{"type":"map","values":"int"}},
+		{"name":"wide","type":"long"}
+	]}`)
+	type counts struct {
+		N     int            `avro:"n"`
+		Opt   *int           `avro:"opt"`
+		List  []int          `avro:"list"`
+		ByKey map[string]int `avro:"by_key"`
+		Wide  int            `avro:"wide"`
+	}
+	big := 1 << 40
+	codec := schema.NewCodec(schema.StaticSource{})
+	tests := []struct {
+		name  string
+		v     any
+		field string
+	}{
+		{"struct field", counts{N: big}, "field n"},
+		{"negative", counts{N: -big}, "field n"},
+		{"optional", counts{Opt: &big}, "field opt"},
+		{"array item", counts{List: []int{1, big}}, "field list[1]"},
+		{"map value", counts{ByKey: map[string]int{"k": big}}, `field by_key["k"]`},
+		{"generic map", map[string]any{"n": big, "opt": nil, "list": []int{}, "by_key": map[string]int{}, "wide": 1}, "field n"},
+		{"pointer to struct", &counts{N: big}, "field n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := codec.Encode(1, s, tt.v)
+			wantKind(t, err, choreo.KindSchemaMismatch, schema.ErrSchemaMismatch)
+			if !strings.Contains(err.Error(), tt.field) || !strings.Contains(err.Error(), "overflows Avro int") {
+				t.Errorf("error %q does not name %s", err, tt.field)
+			}
+		})
+	}
+	// In range, and a Go int into an Avro long, are fine.
+	small := 7
+	if _, err := codec.Encode(1, s, counts{N: -1 << 31, Opt: &small, List: []int{1<<31 - 1}, Wide: big}); err != nil {
+		t.Errorf("in-range values: %v", err)
+	}
+}
+
+func TestEncodeErrorNamesAvroField(t *testing.T) {
+	s := mustParse(t, orderPlacedV1)
+	type wrong struct {
+		OrderID     string `avro:"order_id"`
+		CustomerID  string `avro:"customer_id"`
+		AmountCents string `avro:"amount_cents"`
+		Currency    string `avro:"currency"`
+		Items       int32  `avro:"items"`
+		PlacedAt    int64  `avro:"placed_at"`
+	}
+	_, err := schema.NewCodec(schema.StaticSource{}).Encode(1, s, wrong{})
+	wantKind(t, err, choreo.KindSchemaMismatch, schema.ErrSchemaMismatch)
+	if !strings.Contains(err.Error(), "field amount_cents (Go field AmountCents)") {
+		t.Errorf("error %q does not name the Avro field", err)
+	}
+}

@@ -48,9 +48,15 @@ func HTTPClient(c *http.Client) RegistryOption {
 }
 
 // Timeout sets the time limit of one request to the registry (default
-// DefaultRegistryTimeout); it overrides the Timeout of an HTTPClient.
+// DefaultRegistryTimeout); it overrides the Timeout of an HTTPClient. A
+// limit of zero or less is ignored: a request without one could hang a
+// consumer.
 func Timeout(d time.Duration) RegistryOption {
-	return func(o *registryOptions) { o.timeout = d }
+	return func(o *registryOptions) {
+		if d > 0 {
+			o.timeout = d
+		}
+	}
 }
 
 // UserAgent sets the User-Agent of requests (default "choreo").

@@ -26,8 +26,14 @@ type Schema struct {
 	prog      *node
 
 	// hamba's encoders of this schema by codec and Go type, copy on write.
-	encs  atomic.Pointer[map[encKey]avro.ValEncoder]
+	encs  atomic.Pointer[map[encKey]encoder]
 	encMu sync.Mutex
+}
+
+// encoder is how values of one Go type are encoded with a schema.
+type encoder struct {
+	enc       avro.ValEncoder
+	checkInts bool // see intRisk
 }
 
 type encKey struct {
