@@ -1,0 +1,293 @@
+// Package consumer is choreo's service runtime: it joins a consumer group,
+// routes each record to the typed handler registered for its event type,
+// runs handlers concurrently while keeping each key in order, and commits an
+// offset only once every record before it is done.
+//
+// # Handlers
+//
+// A handler is registered per topic and event type with Handle:
+//
+//	c, err := consumer.New(conn, reg, "payment-service")
+//	consumer.Handle(c, "orders", func(ctx context.Context, ev consumer.Event[OrderPlaced]) error {
+//		return charge(ctx, ev.Data)
+//	})
+//	err = c.Run(ctx)
+//
+// The event type is read from the ce_type header (the Avro full name of the
+// value's schema) and the value is decoded with the handler type's schema as
+// reader schema, so producers may evolve their schemas compatibly. The
+// handler's context carries the event's metadata: a producer publishing with
+// it gives the new event the same correlation id, and this event's id as
+// causation id.
+//
+// # Ordering
+//
+// By key (the default): records with the same key are handled one at a time
+// in offset order; records with different keys run concurrently, up to
+// Concurrency. By partition: one record at a time per partition. Unordered:
+// any record may run beside any other.
+//
+// # Delivery and commits
+//
+// Delivery into handlers is at least once. A record is done when its handler
+// succeeded, when it was skipped as a duplicate, or when it was dead-lettered
+// (with the dead letter acknowledged by the broker). The consumer commits,
+// per partition, the offset after the longest run of done records from the
+// last commit: never past a record that is not done. It commits every
+// CommitInterval, when partitions are revoked, and when Run returns. After a
+// crash, processing resumes at the first record that was not done; records
+// after it that were already handled are delivered again, and the
+// idempotency store skips them.
+//
+// # Idempotency
+//
+// Every record's ce_id is looked up in an idempotency.Store under the
+// consumer group before its handler runs, and marked processed only after
+// the handler succeeded. The default store is in memory; use a durable one
+// (idempotency/pgstore) to make effects exactly once across restarts.
+//
+// # Backpressure
+//
+// At most MaxInFlight records (and MaxInFlightBytes of values) are taken on
+// at a time: polled and not yet done. At the cap the consumer stops polling,
+// so memory stays bounded whatever the backlog.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/choreokit/choreo"
+	"github.com/choreokit/choreo/connection"
+	"github.com/choreokit/choreo/idempotency"
+	"github.com/choreokit/choreo/schema"
+)
+
+// Ordering says which records may be handled at the same time.
+type Ordering int
+
+// The orderings.
+const (
+	PerKey       Ordering = iota // same key in offset order; different keys concurrently (default)
+	PerPartition                 // one record at a time per partition
+	Unordered                    // no order: any records concurrently
+)
+
+// String names the ordering.
+func (o Ordering) String() string {
+	switch o {
+	case PerKey:
+		return "per-key"
+	case PerPartition:
+		return "per-partition"
+	case Unordered:
+		return "unordered"
+	}
+	return fmt.Sprintf("Ordering(%d)", int(o))
+}
+
+// Event is a decoded event handed to a handler: its data and everything the
+// record said about it.
+type Event[T any] struct {
+	choreo.Metadata // id, type, source, time, correlation and causation ids
+
+	Data T // the decoded value
+
+	Key       string
+	Topic     string
+	Partition int32
+	Offset    int64
+	Timestamp time.Time // the record's timestamp
+	Headers   []kgo.RecordHeader
+	Attempt   int // 1 for the first delivery into a handler, counting retries
+}
+
+// Handler handles one event.
+type Handler[T any] func(ctx context.Context, ev Event[T]) error
+
+// route is a registered handler, typed away.
+type route struct {
+	reader *schema.Schema
+	invoke func(ctx context.Context, d *delivery) error
+}
+
+// Consumer is a member of a consumer group that hands records to handlers.
+// Register handlers with Handle before calling Run.
+type Consumer struct {
+	group string
+	cfg   config
+	conn  connection.Config
+	reg   *schema.Registry
+	codec *schema.Codec
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	routes map[string]map[string]*route // topic → ce_type → route
+	topics []string
+	ran    bool
+
+	stats stats
+}
+
+// New returns a consumer for group, connecting as conn says and decoding
+// with the schemas of reg. The group is the service's identity: its
+// idempotency scope, and the name its retry and dead-letter topics are
+// derived from.
+func New(conn connection.Config, reg *schema.Registry, group string, opts ...Option) (*Consumer, error) {
+	if err := checkGroup(group); err != nil {
+		return nil, err
+	}
+	if reg == nil {
+		return nil, errors.New("consumer: a schema registry is required")
+	}
+	if _, err := conn.ClientOptions(); err != nil {
+		return nil, fmt.Errorf("consumer: %w", err)
+	}
+	cfg := defaults()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("consumer: %w", err)
+	}
+	if cfg.store == nil {
+		cfg.store = idempotency.NewMemory()
+	}
+	c := &Consumer{
+		group:  group,
+		cfg:    cfg,
+		conn:   conn,
+		reg:    reg,
+		codec:  schema.NewCodec(reg, cfg.codecOpts...),
+		log:    cfg.logger.With("group", group),
+		routes: map[string]map[string]*route{},
+	}
+	return c, nil
+}
+
+var legalGroup = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,200}$`)
+
+func checkGroup(group string) error {
+	if !legalGroup.MatchString(group) {
+		return fmt.Errorf("consumer: group %q: want 1 to 200 of a-z A-Z 0-9 . _ - (it names the service's retry and dead-letter topics)", group)
+	}
+	return nil
+}
+
+// Group returns the consumer group.
+func (c *Consumer) Group() string { return c.group }
+
+// Handle registers fn for events of type T (the Avro full name of T's
+// schema) on topic. It panics if the consumer already runs or the pair
+// already has a handler: both are programming errors found at start-up.
+func Handle[T schema.Event](c *Consumer, topic string, fn Handler[T]) {
+	var zero T
+	reader := zero.AvroSchema()
+	if reader == nil {
+		panic(fmt.Sprintf("consumer.Handle: %T.AvroSchema() returned nil", zero))
+	}
+	r := &route{
+		reader: reader,
+		invoke: func(ctx context.Context, d *delivery) error {
+			var data T
+			if _, err := c.codec.Decode(ctx, d.rec.Value, reader, &data); err != nil {
+				return err
+			}
+			return fn(ctx, Event[T]{
+				Metadata:  d.md,
+				Data:      data,
+				Key:       string(d.rec.Key),
+				Topic:     d.rec.Topic,
+				Partition: d.rec.Partition,
+				Offset:    d.rec.Offset,
+				Timestamp: d.rec.Timestamp,
+				Headers:   d.rec.Headers,
+				Attempt:   d.attempt,
+			})
+		},
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ran {
+		panic("consumer.Handle: called after Run")
+	}
+	byType, ok := c.routes[topic]
+	if !ok {
+		byType = map[string]*route{}
+		c.routes[topic] = byType
+		c.topics = append(c.topics, topic)
+	}
+	if _, dup := byType[reader.FullName()]; dup {
+		panic(fmt.Sprintf("consumer.Handle: a handler for %s on %s is already registered", reader.FullName(), topic))
+	}
+	byType[reader.FullName()] = r
+}
+
+// stats are the consumer's counters, read by Stats.
+type stats struct {
+	inFlight      atomic.Int64
+	inFlightBytes atomic.Int64
+	peakInFlight  atomic.Int64
+	handled       atomic.Int64
+	duplicates    atomic.Int64
+	deadLettered  atomic.Int64
+	retried       atomic.Int64
+	skipped       atomic.Int64
+	commits       atomic.Int64
+	lastPoll      atomic.Int64 // unix nanos
+	assigned      atomic.Int64 // partitions currently assigned
+	joined        atomic.Bool
+}
+
+// Stats is a snapshot of the consumer's counters.
+type Stats struct {
+	InFlight     int64 // records taken on and not done
+	PeakInFlight int64 // the most records in flight at once since New
+	Handled      int64 // handlers that succeeded
+	Duplicates   int64 // records skipped as already processed
+	Retried      int64 // handler attempts that failed and were retried
+	DeadLettered int64 // records sent to the dead-letter topic
+	Skipped      int64 // records of unknown type skipped
+	Commits      int64 // successful offset commits
+	Assigned     int64 // partitions assigned now
+}
+
+// Stats returns the consumer's counters.
+func (c *Consumer) Stats() Stats {
+	s := &c.stats
+	return Stats{
+		InFlight: s.inFlight.Load(), PeakInFlight: s.peakInFlight.Load(),
+		Handled: s.handled.Load(), Duplicates: s.duplicates.Load(), Retried: s.retried.Load(),
+		DeadLettered: s.deadLettered.Load(), Skipped: s.skipped.Load(), Commits: s.commits.Load(),
+		Assigned: s.assigned.Load(),
+	}
+}
+
+// Live reports whether the poll loop is making progress: it polled within
+// the last minute, or is waiting on purpose at the in-flight cap. Use it for
+// a liveness probe.
+func (c *Consumer) Live() bool {
+	last := c.stats.lastPoll.Load()
+	if last == 0 {
+		return !c.ranOnce() // not started yet counts as live
+	}
+	return time.Since(time.Unix(0, last)) < time.Minute || c.stats.inFlight.Load() >= int64(c.cfg.maxInFlight)
+}
+
+// Ready reports whether the consumer has joined its group. Use it for a
+// readiness probe.
+func (c *Consumer) Ready() bool { return c.stats.joined.Load() }
+
+func (c *Consumer) ranOnce() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ran
+}

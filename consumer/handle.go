@@ -1,0 +1,158 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/choreokit/choreo"
+)
+
+// metadataView is the event metadata read from a record's headers.
+type metadataView = choreo.Metadata
+
+// readMetadata reads the ce_ headers. ce_id and ce_type are required: the
+// first is the idempotency key, the second picks the handler.
+func (d *delivery) readMetadata() error {
+	var md choreo.Metadata
+	for _, h := range d.rec.Headers {
+		switch h.Key {
+		case choreo.HeaderID:
+			md.ID = string(h.Value)
+		case choreo.HeaderType:
+			md.Type = string(h.Value)
+		case choreo.HeaderSource:
+			md.Source = string(h.Value)
+		case choreo.HeaderTime:
+			if t, err := time.Parse(time.RFC3339Nano, string(h.Value)); err == nil {
+				md.Time = t
+			}
+		case choreo.HeaderCorrelationID:
+			md.CorrelationID = string(h.Value)
+		case choreo.HeaderCausationID:
+			md.CausationID = string(h.Value)
+		}
+	}
+	d.md = md
+	switch {
+	case md.ID == "":
+		return choreo.Errorf(choreo.KindMissingHeader, "record has no %s header", choreo.HeaderID)
+	case md.Type == "":
+		return choreo.Errorf(choreo.KindMissingHeader, "record has no %s header", choreo.HeaderType)
+	}
+	if md.CorrelationID == "" {
+		d.md.CorrelationID = md.ID
+	}
+	return nil
+}
+
+// handle takes a delivery through checks, the idempotency store and the
+// handler, with retries, and reports whether the record is done.
+func (rt *runtime) handle(d *delivery) bool {
+	c := rt.c
+	first := time.Time{}
+	fail := func(err error) bool {
+		if first.IsZero() {
+			first = time.Now()
+		}
+		return rt.deadLetter(d, err, first)
+	}
+	if err := d.readMetadata(); err != nil {
+		return fail(err)
+	}
+	if len(d.rec.Value) > c.cfg.maxValueBytes {
+		return fail(choreo.Errorf(choreo.KindTooLarge, "value of %d bytes is over the limit of %d", len(d.rec.Value), c.cfg.maxValueBytes))
+	}
+	r := c.routeFor(d.rec.Topic, d.md.Type)
+	if r == nil {
+		if c.cfg.unknown == DeadLetterUnknown {
+			return fail(choreo.Errorf(choreo.KindUnknownType, "no handler for %s on %s", d.md.Type, d.rec.Topic))
+		}
+		c.stats.skipped.Add(1)
+		return true
+	}
+
+	var b interface{ NextBackOff() time.Duration }
+	for d.attempt = 1; ; d.attempt++ {
+		err := rt.attempt(d, r)
+		if err == nil {
+			return true
+		}
+		if first.IsZero() {
+			first = time.Now()
+		}
+		if d.part.ctx.Err() != nil {
+			return false // partition lost or shutdown deadline passed: not done
+		}
+		if c.classify(err).Permanent() {
+			return rt.deadLetter(d, err, first)
+		}
+		if d.attempt >= c.cfg.retry.MaxAttempts {
+			return rt.deadLetter(d, &choreo.Error{Kind: choreo.KindRetriesExhausted,
+				Err: fmt.Errorf("%d attempts failed, last: %w", d.attempt, err)}, first)
+		}
+		if b == nil {
+			b = c.cfg.retry.backoff()
+		}
+		wait := b.NextBackOff()
+		if wait < 0 { // MaxElapsedTime passed
+			return rt.deadLetter(d, &choreo.Error{Kind: choreo.KindRetriesExhausted,
+				Err: fmt.Errorf("gave up after %d attempts in %v, last: %w", d.attempt, c.cfg.retry.MaxElapsedTime, err)}, first)
+		}
+		c.stats.retried.Add(1)
+		c.log.Debug("handler failed; retrying", "topic", d.rec.Topic, "partition", d.rec.Partition,
+			"offset", d.rec.Offset, "attempt", d.attempt, "wait", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-d.part.ctx.Done():
+			t.Stop()
+			return false
+		}
+	}
+}
+
+// attempt runs the handler once through the idempotency store. A duplicate
+// is a success.
+func (rt *runtime) attempt(d *delivery, r *route) error {
+	c := rt.c
+	ctx := choreo.WithMetadata(d.part.ctx, d.md)
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.handlerTimeout)
+	defer cancel()
+	dup, err := c.cfg.store.Process(ctx, c.group, d.md.ID, func(ctx context.Context) error {
+		return invoke(ctx, r, d)
+	})
+	switch {
+	case dup:
+		c.stats.duplicates.Add(1)
+		return nil
+	case err == nil:
+		c.stats.handled.Add(1)
+		return nil
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) && d.part.ctx.Err() == nil && choreo.KindOf(err) == choreo.KindRetryable:
+		return &choreo.Error{Kind: choreo.KindTimeout, Err: fmt.Errorf("handler ran past its %v deadline: %w", c.cfg.handlerTimeout, err)}
+	}
+	return err
+}
+
+// invoke calls the route's handler, turning a panic into an error.
+func invoke(ctx context.Context, r *route, d *delivery) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &choreo.Error{Kind: choreo.KindPanic, Err: fmt.Errorf("handler panicked: %v", p)}
+		}
+	}()
+	return r.invoke(ctx, d)
+}
+
+// classify returns the kind that decides err's fate.
+func (c *Consumer) classify(err error) choreo.ErrorKind {
+	return choreo.KindOf(err)
+}
+
+// routeFor returns the handler for typ on topic, or nil.
+func (c *Consumer) routeFor(topic, typ string) *route {
+	// routes is not written after Run starts: no lock needed.
+	return c.routes[topic][typ]
+}

@@ -1,0 +1,149 @@
+package consumer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/choreokit/choreo/idempotency"
+	"github.com/choreokit/choreo/schema"
+)
+
+// UnknownType says what to do with a record whose ce_type has no handler on
+// its topic.
+type UnknownType int
+
+// The choices for records of unknown type.
+const (
+	SkipUnknown       UnknownType = iota // count it and commit past it (default: a topic may carry types this service does not need)
+	DeadLetterUnknown                    // send it to the dead-letter topic
+)
+
+type config struct {
+	concurrency      int
+	ordering         Ordering
+	maxInFlight      int
+	maxInFlightBytes int64
+	maxValueBytes    int
+	commitInterval   time.Duration
+	handlerTimeout   time.Duration
+	revokeTimeout    time.Duration
+	shutdownTimeout  time.Duration
+	store            idempotency.Store
+	logger           *slog.Logger
+	codecOpts        []schema.CodecOption
+	kgoOpts          []kgo.Opt
+	startAtLatest    bool
+	unknown          UnknownType
+	retry            RetryPolicy
+}
+
+func defaults() config {
+	return config{
+		concurrency:      16,
+		ordering:         PerKey,
+		maxInFlight:      1024,
+		maxInFlightBytes: 64 << 20,
+		maxValueBytes:    8 << 20,
+		commitInterval:   time.Second,
+		handlerTimeout:   30 * time.Second,
+		revokeTimeout:    20 * time.Second,
+		shutdownTimeout:  30 * time.Second,
+		logger:           slog.Default(),
+		retry:            DefaultRetryPolicy(),
+	}
+}
+
+func (c *config) validate() error {
+	switch {
+	case c.concurrency < 1:
+		return fmt.Errorf("concurrency %d: want at least 1", c.concurrency)
+	case c.maxInFlight < 1:
+		return fmt.Errorf("max in flight %d: want at least 1", c.maxInFlight)
+	case c.maxInFlightBytes < 1:
+		return fmt.Errorf("max in-flight bytes %d: want at least 1", c.maxInFlightBytes)
+	case c.maxValueBytes < 1:
+		return fmt.Errorf("max value bytes %d: want at least 1", c.maxValueBytes)
+	case c.commitInterval <= 0:
+		return fmt.Errorf("commit interval %v: want more than 0", c.commitInterval)
+	case c.handlerTimeout <= 0:
+		return fmt.Errorf("handler timeout %v: want more than 0", c.handlerTimeout)
+	case c.revokeTimeout <= 0 || c.shutdownTimeout <= 0:
+		return errors.New("revoke and shutdown timeouts must be more than 0")
+	case c.ordering < PerKey || c.ordering > Unordered:
+		return fmt.Errorf("unknown ordering %d", c.ordering)
+	case c.logger == nil:
+		return errors.New("nil logger")
+	}
+	return c.retry.validate()
+}
+
+// Option configures a Consumer.
+type Option func(*config)
+
+// Concurrency sets how many handlers may run at once (default 16).
+func Concurrency(n int) Option { return func(c *config) { c.concurrency = n } }
+
+// WithOrdering sets which records may run at the same time (default PerKey).
+func WithOrdering(o Ordering) Option { return func(c *config) { c.ordering = o } }
+
+// MaxInFlight caps the records taken on and not yet done (default 1024).
+// At the cap the consumer stops fetching.
+func MaxInFlight(n int) Option { return func(c *config) { c.maxInFlight = n } }
+
+// MaxInFlightBytes caps the value bytes of records in flight (default 64 MiB).
+func MaxInFlightBytes(n int64) Option { return func(c *config) { c.maxInFlightBytes = n } }
+
+// MaxValueBytes sets the largest value the consumer will decode (default 8
+// MiB); a larger one is dead-lettered as choreo.KindTooLarge.
+func MaxValueBytes(n int) Option { return func(c *config) { c.maxValueBytes = n } }
+
+// CommitInterval sets how often done offsets are committed (default 1s).
+func CommitInterval(d time.Duration) Option { return func(c *config) { c.commitInterval = d } }
+
+// HandlerTimeout sets the deadline of each handler call (default 30s). A
+// handler must honour its context: Go cannot stop a goroutine, so a handler
+// that ignores the deadline holds its key (and a worker) until it returns.
+// One that fails after its deadline fails as choreo.KindTimeout.
+func HandlerTimeout(d time.Duration) Option { return func(c *config) { c.handlerTimeout = d } }
+
+// RevokeTimeout bounds how long a revocation waits for the running handlers
+// of the revoked partitions before committing (default 20s; keep it under
+// the group's rebalance timeout).
+func RevokeTimeout(d time.Duration) Option { return func(c *config) { c.revokeTimeout = d } }
+
+// ShutdownTimeout bounds how long Run waits for running handlers after its
+// context ends (default 30s).
+func ShutdownTimeout(d time.Duration) Option { return func(c *config) { c.shutdownTimeout = d } }
+
+// Store sets the idempotency store (default: idempotency.NewMemory()).
+func Store(s idempotency.Store) Option { return func(c *config) { c.store = s } }
+
+// Logger sets the logger (default slog.Default()).
+func Logger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// CodecOptions passes options to the consumer's codec.
+func CodecOptions(opts ...schema.CodecOption) Option {
+	return func(c *config) { c.codecOpts = append(c.codecOpts, opts...) }
+}
+
+// ClientOptions adds franz-go options to the consumer's client (fetch
+// sizes, session timeout …). Options that take over group handling
+// (commits, rebalance callbacks) break the consumer's guarantees.
+func ClientOptions(opts ...kgo.Opt) Option {
+	return func(c *config) { c.kgoOpts = append(c.kgoOpts, opts...) }
+}
+
+// StartAtLatest makes a group with no committed offsets start at the end of
+// its topics. The default is the start: a new service sees every event
+// still retained.
+func StartAtLatest() Option { return func(c *config) { c.startAtLatest = true } }
+
+// OnUnknownType sets what happens to records of a type without a handler.
+func OnUnknownType(u UnknownType) Option { return func(c *config) { c.unknown = u } }
+
+// Retry sets the in-process retry policy for retryable handler errors.
+func Retry(p RetryPolicy) Option { return func(c *config) { c.retry = p } }

@@ -1,0 +1,439 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+type topicPartition struct {
+	topic string
+	id    int32
+}
+
+// laneKey identifies the records that must run one after another.
+type laneKey struct {
+	tp  topicPartition
+	key string
+	seq uint64 // Unordered: every record its own lane
+}
+
+// lane is a queue of deliveries handled in order by one worker at a time.
+type lane struct {
+	key   laneKey
+	queue []*delivery
+}
+
+// delivery is one record on its way through the consumer.
+type delivery struct {
+	rec     *kgo.Record
+	part    *partition
+	seq     uint64
+	attempt int
+	md      metadataView
+}
+
+// runtime is the state of one Run.
+type runtime struct {
+	c  *Consumer
+	cl *kgo.Client
+
+	partsMu sync.Mutex
+	parts   map[topicPartition]*partition
+
+	lanesMu sync.Mutex
+	lanes   map[laneKey]*lane
+	ready   chan *lane
+	quit    chan struct{}
+	laneSeq uint64
+
+	space chan struct{} // signalled when records leave flight
+
+	handlerBase   context.Context // parent of handler contexts; outlives Run's ctx
+	cancelHandler context.CancelFunc
+}
+
+// Run joins the group and handles records until ctx ends. Then it stops
+// fetching, waits (up to ShutdownTimeout) for running handlers, commits what
+// is done and leaves the group. It returns nil after a clean shutdown.
+func (c *Consumer) Run(ctx context.Context) error {
+	c.mu.Lock()
+	if c.ran {
+		c.mu.Unlock()
+		return errors.New("consumer: Run called twice")
+	}
+	c.ran = true
+	topics := append([]string(nil), c.topics...)
+	c.mu.Unlock()
+	if len(topics) == 0 {
+		return errors.New("consumer: no handlers registered")
+	}
+
+	rt := &runtime{
+		c:     c,
+		parts: map[topicPartition]*partition{},
+		lanes: map[laneKey]*lane{},
+		ready: make(chan *lane, c.cfg.maxInFlight),
+		quit:  make(chan struct{}),
+		space: make(chan struct{}, 1),
+	}
+	rt.handlerBase, rt.cancelHandler = context.WithCancel(context.WithoutCancel(ctx))
+	defer rt.cancelHandler()
+
+	opts, err := c.conn.ClientOptions()
+	if err != nil {
+		return fmt.Errorf("consumer: %w", err)
+	}
+	reset := kgo.NewOffset().AtStart()
+	if c.cfg.startAtLatest {
+		reset = kgo.NewOffset().AtEnd()
+	}
+	opts = append(opts,
+		kgo.ConsumerGroup(c.group),
+		kgo.ConsumeTopics(topics...),
+		kgo.ConsumeResetOffset(reset),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.OnPartitionsAssigned(rt.onAssigned),
+		kgo.OnPartitionsRevoked(rt.onRevoked),
+		kgo.OnPartitionsLost(rt.onLost),
+	)
+	opts = append(opts, c.cfg.kgoOpts...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("consumer: new client: %w", err)
+	}
+	rt.cl = cl
+
+	var workers sync.WaitGroup
+	for range c.cfg.concurrency {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			rt.work()
+		}()
+	}
+	commitDone := make(chan struct{})
+	commitCtx, stopCommits := context.WithCancel(context.Background())
+	go func() {
+		defer close(commitDone)
+		rt.commitLoop(commitCtx)
+	}()
+
+	rt.pollLoop(ctx)
+
+	// Shutdown: revoke everything ourselves (wait, commit), then leave.
+	err = rt.release(rt.allPartitions(), c.cfg.shutdownTimeout, true)
+	stopCommits()
+	<-commitDone
+	close(rt.quit)
+	rt.cancelHandler()
+	workers.Wait()
+	cl.Close()
+	c.stats.joined.Store(false)
+	return err
+}
+
+// pollLoop fetches and dispatches records until ctx ends or the client
+// closes, staying under the in-flight caps.
+func (rt *runtime) pollLoop(ctx context.Context) {
+	c := rt.c
+	for {
+		for c.stats.inFlight.Load() >= int64(c.cfg.maxInFlight) || c.stats.inFlightBytes.Load() >= c.cfg.maxInFlightBytes {
+			c.stats.lastPoll.Store(time.Now().UnixNano())
+			select {
+			case <-rt.space:
+			case <-ctx.Done():
+				return
+			}
+		}
+		room := c.cfg.maxInFlight - int(c.stats.inFlight.Load())
+		fs := rt.cl.PollRecords(ctx, room)
+		c.stats.lastPoll.Store(time.Now().UnixNano())
+		if fs.IsClientClosed() {
+			return
+		}
+		fs.EachError(func(topic string, p int32, err error) {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				return
+			}
+			c.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+		})
+		fs.EachRecord(rt.dispatch)
+		rt.cl.AllowRebalance()
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// partitionOf returns the live tracker of the record's partition, creating
+// it on first sight.
+func (rt *runtime) partitionOf(r *kgo.Record) *partition {
+	tp := topicPartition{r.Topic, r.Partition}
+	rt.partsMu.Lock()
+	defer rt.partsMu.Unlock()
+	p, ok := rt.parts[tp]
+	if !ok {
+		p = newPartition(rt.handlerBase, r.Topic, r.Partition)
+		rt.parts[tp] = p
+	}
+	return p
+}
+
+// dispatch takes a polled record on and queues it on its lane.
+func (rt *runtime) dispatch(r *kgo.Record) {
+	c := rt.c
+	p := rt.partitionOf(r)
+	d := &delivery{rec: r, part: p, seq: p.track(r.Offset)}
+	n := c.stats.inFlight.Add(1)
+	c.stats.inFlightBytes.Add(int64(len(r.Value)))
+	for {
+		peak := c.stats.peakInFlight.Load()
+		if n <= peak || c.stats.peakInFlight.CompareAndSwap(peak, n) {
+			break
+		}
+	}
+
+	k := laneKey{tp: topicPartition{r.Topic, r.Partition}}
+	switch c.cfg.ordering {
+	case PerKey:
+		k.key = string(r.Key)
+	case Unordered:
+		rt.laneSeq++
+		k.seq = rt.laneSeq
+	}
+	rt.lanesMu.Lock()
+	l, ok := rt.lanes[k]
+	if !ok {
+		l = &lane{key: k}
+		rt.lanes[k] = l
+	}
+	l.queue = append(l.queue, d)
+	if len(l.queue) == 1 {
+		rt.ready <- l // never blocks: at most maxInFlight lanes hold records
+	}
+	rt.lanesMu.Unlock()
+}
+
+// work runs lanes: the head delivery of a lane, then the lane goes back in
+// line if it has more, so a busy key does not starve the others.
+func (rt *runtime) work() {
+	for {
+		var l *lane
+		select {
+		case l = <-rt.ready:
+		case <-rt.quit:
+			return
+		}
+		rt.lanesMu.Lock()
+		d := l.queue[0]
+		rt.lanesMu.Unlock()
+
+		rt.process(d)
+
+		rt.lanesMu.Lock()
+		l.queue[0] = nil
+		l.queue = l.queue[1:]
+		if len(l.queue) > 0 {
+			rt.ready <- l
+		} else {
+			delete(rt.lanes, l.key)
+		}
+		rt.lanesMu.Unlock()
+	}
+}
+
+// process handles one delivery unless its partition is being given up, and
+// takes it out of flight.
+func (rt *runtime) process(d *delivery) {
+	if d.part.start() {
+		done := rt.handle(d)
+		d.part.finish(d.seq, done)
+	}
+	c := rt.c
+	c.stats.inFlight.Add(-1)
+	c.stats.inFlightBytes.Add(-int64(len(d.rec.Value)))
+	select {
+	case rt.space <- struct{}{}:
+	default:
+	}
+}
+
+func (rt *runtime) allPartitions() map[string][]int32 {
+	rt.partsMu.Lock()
+	defer rt.partsMu.Unlock()
+	m := map[string][]int32{}
+	for tp := range rt.parts {
+		m[tp.topic] = append(m[tp.topic], tp.id)
+	}
+	return m
+}
+
+// take removes the trackers of the given partitions from the live set.
+func (rt *runtime) take(tps map[string][]int32) []*partition {
+	rt.partsMu.Lock()
+	defer rt.partsMu.Unlock()
+	var out []*partition
+	for topic, ids := range tps {
+		for _, id := range ids {
+			tp := topicPartition{topic, id}
+			if p, ok := rt.parts[tp]; ok {
+				out = append(out, p)
+				delete(rt.parts, tp)
+			}
+		}
+	}
+	return out
+}
+
+func (rt *runtime) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	n := 0
+	for _, ps := range assigned {
+		n += len(ps)
+	}
+	rt.c.stats.assigned.Add(int64(n))
+	rt.c.stats.joined.Store(true)
+	rt.c.log.Info("partitions assigned", "partitions", assigned)
+}
+
+func (rt *runtime) onRevoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	rt.c.log.Info("partitions revoked", "partitions", revoked)
+	if err := rt.release(revoked, rt.c.cfg.revokeTimeout, true); err != nil {
+		rt.c.log.Warn("commit on revoke failed", "err", err)
+	}
+}
+
+func (rt *runtime) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	rt.c.log.Warn("partitions lost", "partitions", lost)
+	for _, p := range rt.take(lost) {
+		p.stop()
+		p.cancel()
+	}
+	rt.c.stats.assigned.Add(-int64(countPartitions(lost)))
+}
+
+func countPartitions(m map[string][]int32) int {
+	n := 0
+	for _, ps := range m {
+		n += len(ps)
+	}
+	return n
+}
+
+// release gives partitions up: no new records start, running handlers get
+// up to wait to finish (then their contexts are cancelled), and what is done
+// is committed when commit is true.
+func (rt *runtime) release(tps map[string][]int32, wait time.Duration, commit bool) error {
+	parts := rt.take(tps)
+	rt.c.stats.assigned.Add(-int64(len(parts)))
+	if len(parts) == 0 {
+		return nil
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for _, p := range parts {
+		select {
+		case <-p.stop():
+		case <-deadline.C:
+			rt.c.log.Warn("handlers still running after the wait; cancelling them", "topic", p.topic, "partition", p.id, "wait", wait)
+			for _, q := range parts {
+				q.cancel()
+			}
+			deadline.Reset(time.Hour)
+			<-p.stop()
+		}
+	}
+	var err error
+	if commit {
+		err = rt.commit(context.Background(), parts)
+	}
+	for _, p := range parts {
+		p.cancel()
+	}
+	return err
+}
+
+// commitLoop commits done offsets every CommitInterval.
+func (rt *runtime) commitLoop(ctx context.Context) {
+	t := time.NewTicker(rt.c.cfg.commitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rt.partsMu.Lock()
+		parts := make([]*partition, 0, len(rt.parts))
+		for _, p := range rt.parts {
+			parts = append(parts, p)
+		}
+		rt.partsMu.Unlock()
+		if err := rt.commit(ctx, parts); err != nil && ctx.Err() == nil {
+			rt.c.log.Warn("periodic commit failed", "err", err)
+		}
+	}
+}
+
+// commit commits the done offsets of parts that moved since their last
+// commit.
+func (rt *runtime) commit(ctx context.Context, parts []*partition) error {
+	offsets := map[string]map[int32]kgo.EpochOffset{}
+	type moved struct {
+		p   *partition
+		off int64
+	}
+	var ms []moved
+	for _, p := range parts {
+		off, ok := p.toCommit()
+		if !ok {
+			continue
+		}
+		if offsets[p.topic] == nil {
+			offsets[p.topic] = map[int32]kgo.EpochOffset{}
+		}
+		offsets[p.topic][p.id] = kgo.EpochOffset{Epoch: -1, Offset: off}
+		ms = append(ms, moved{p, off})
+	}
+	if len(ms) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var commitErr error
+	failed := map[topicPartition]bool{}
+	rt.cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			commitErr = err
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if e := kerr.ErrorForCode(p.ErrorCode); e != nil {
+					failed[topicPartition{t.Topic, p.Partition}] = true
+					if commitErr == nil {
+						commitErr = fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, e)
+					}
+				}
+			}
+		}
+	})
+	for _, m := range ms {
+		if !failed[topicPartition{m.p.topic, m.p.id}] && (commitErr == nil || len(failed) > 0) {
+			m.p.committedAt(m.off)
+		}
+	}
+	if commitErr != nil {
+		return fmt.Errorf("consumer: commit: %w", commitErr)
+	}
+	rt.c.stats.commits.Add(1)
+	return nil
+}
