@@ -1,0 +1,251 @@
+package dlq
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/choreokit/choreo"
+	"github.com/choreokit/choreo/schema"
+)
+
+// ErrInvalidEnvelope is wrapped by Decode's error for a record that is not
+// a valid dead letter: an empty value, bytes that are not the wire
+// format, Avro of another schema, a truncated or otherwise malformed
+// envelope, or one without an original topic. Such a record cannot become
+// valid by trying again.
+var ErrInvalidEnvelope = errors.New("invalid dead-letter envelope")
+
+// Decode reads the dead letter in rec, a record of a dead-letter topic,
+// with codec (whose schema source has the envelope's writer schema: the
+// registry the writer used). A codec made with the default
+// schema.MaxBytesLength reads originals up to 16 MiB.
+//
+// The value must be exactly one well-formed Avro datum of a
+// choreo.dlq.DeadLetter schema, this version or another one that resolves
+// to it (schema evolution), with a non-empty original topic and a
+// partition and offset that are not negative. Anything else fails with an
+// error wrapping ErrInvalidEnvelope and, when the codec rejected it, the
+// codec's error (schema.ErrTruncated …). An error kind this version does
+// not know is kept, not rejected: see ErrorInfo.KnownKind.
+//
+// An error that does not wrap ErrInvalidEnvelope says nothing about the
+// record (the registry could not be reached, ctx is done): try again.
+// Decode never panics.
+func Decode(ctx context.Context, codec *schema.Codec, rec *kgo.Record) (*DeadLetter, error) {
+	if rec == nil {
+		return nil, fmt.Errorf("dlq: decode: %w: %w", ErrInvalidEnvelope, errNilRecord)
+	}
+	op := "dlq: decode " + rec.Topic + "/" + strconv.FormatInt(int64(rec.Partition), 10) + "/" + strconv.FormatInt(rec.Offset, 10)
+	if codec == nil {
+		return nil, fmt.Errorf("%s: %w", op, errNoCodec)
+	}
+	invalid := func(err error) error {
+		if choreo.IsPermanent(err) {
+			return fmt.Errorf("%s: %w: %w", op, ErrInvalidEnvelope, err)
+		}
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	// Check the writer schema is an envelope before resolving: another
+	// record whose fields all had defaults would resolve to one.
+	_, ws, err := codec.Validate(ctx, rec.Value)
+	if err != nil {
+		return nil, invalid(err)
+	}
+	if ws.FullName() != envelopeSchema.FullName() {
+		return nil, fmt.Errorf("%s: %w: value is a %s, not a %s", op, ErrInvalidEnvelope, ws.FullName(), envelopeSchema.FullName())
+	}
+	var dl DeadLetter
+	if _, err := codec.Decode(ctx, rec.Value, envelopeSchema, &dl); err != nil {
+		return nil, invalid(err)
+	}
+	switch {
+	case dl.Original.Topic == "":
+		return nil, fmt.Errorf("%s: %w: empty original topic", op, ErrInvalidEnvelope)
+	case dl.Original.Partition < 0 || dl.Original.Offset < 0:
+		return nil, fmt.Errorf("%s: %w: original partition %d, offset %d", op, ErrInvalidEnvelope, dl.Original.Partition, dl.Original.Offset)
+	}
+	return &dl, nil
+}
+
+// Replay returns the original record, rebuilt for republishing to its
+// original topic: its topic, key, value and headers, and a
+// choreo-replayed-from header naming the dead letter, "<dlq
+// topic>/<partition>/<offset>" from the coordinates of from, the record
+// the dead letter was decoded from (with a nil from, no such header).
+// A choreo-replayed-from header of an earlier replay is replaced.
+//
+// The partition is left to the partitioner, which puts the record with
+// the other records of its key; the timestamp is left zero (the time of
+// the replay), so that a topic's retention does not delete the replay at
+// once. The ce_id header is kept, so services that handled the event
+// already skip it as a duplicate: republishing to a topic other services
+// read is safe. Redacted header values stay redacted.
+func (dl *DeadLetter) Replay(from *kgo.Record) *kgo.Record {
+	o := dl.Original
+	rec := &kgo.Record{
+		Topic:   o.Topic,
+		Key:     o.Key,
+		Value:   o.Value,
+		Headers: make([]kgo.RecordHeader, 0, len(o.Headers)+1),
+	}
+	for _, h := range o.Headers {
+		if h.Key == choreo.HeaderReplayedFrom {
+			continue
+		}
+		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+	}
+	if from != nil {
+		rec.Headers = append(rec.Headers, kgo.RecordHeader{
+			Key:   choreo.HeaderReplayedFrom,
+			Value: []byte(from.Topic + "/" + strconv.FormatInt(int64(from.Partition), 10) + "/" + strconv.FormatInt(from.Offset, 10)),
+		})
+	}
+	return rec
+}
+
+// Bytes is a byte string that encodes to JSON readably: as a JSON string
+// when it is text (UTF-8 without control characters other than tab,
+// newline and carriage return), as {"base64": "…"} when it is not, and as
+// null when it is nil.
+type Bytes []byte
+
+// MarshalJSON encodes b as described at Bytes.
+func (b Bytes) MarshalJSON() ([]byte, error) {
+	switch {
+	case b == nil:
+		return []byte("null"), nil
+	case isText(b):
+		return json.Marshal(string(b))
+	}
+	return json.Marshal(struct {
+		Base64 string `json:"base64"`
+	}{base64.StdEncoding.EncodeToString(b)})
+}
+
+// isText reports whether b is UTF-8 without control characters other
+// than tab, newline and carriage return.
+func isText(b []byte) bool {
+	if !utf8.Valid(b) {
+		return false
+	}
+	for _, r := range string(b) {
+		if unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' {
+			return false
+		}
+	}
+	return true
+}
+
+// View is a dead letter as a person reads it, ready for encoding/json: the
+// CLI prints it. Make one with DeadLetter.View. Times are RFC 3339 text in
+// UTC (text, so that any year encodes).
+type View struct {
+	Original       OriginalView `json:"original"`
+	Error          ErrorView    `json:"error"`
+	Attempts       int32        `json:"attempts"`
+	FirstFailure   string       `json:"first_failure"`
+	LastFailure    string       `json:"last_failure"`
+	Service        string       `json:"service"`
+	Group          string       `json:"group"`
+	EventID        *string      `json:"event_id"`
+	EventType      *string      `json:"event_type"`
+	CorrelationID  *string      `json:"correlation_id"`
+	DeadLetteredAt string       `json:"dead_lettered_at"`
+}
+
+// OriginalView is the original record in a View. Value is the decoded
+// value (as schema.Codec.DecodeGeneric gives it) when it decodes, with
+// ValueSchema its writer schema's full name; otherwise Value holds the raw
+// bytes (a Bytes) and ValueError says why it did not decode.
+type OriginalView struct {
+	Topic       string       `json:"topic"`
+	Partition   int32        `json:"partition"`
+	Offset      int64        `json:"offset"`
+	Timestamp   string       `json:"timestamp"`
+	Key         Bytes        `json:"key"`
+	Value       any          `json:"value"`
+	ValueSchema string       `json:"value_schema,omitempty"`
+	ValueError  string       `json:"value_error,omitempty"`
+	Headers     []HeaderView `json:"headers"`
+}
+
+// HeaderView is one header in a View.
+type HeaderView struct {
+	Key   string `json:"key"`
+	Value Bytes  `json:"value"`
+}
+
+// ErrorView is the error in a View; KnownKind is false for a kind this
+// version of choreo does not define.
+type ErrorView struct {
+	Kind      choreo.ErrorKind `json:"kind"`
+	KnownKind bool             `json:"known_kind"`
+	Message   string           `json:"message"`
+	Type      string           `json:"type"`
+}
+
+// View returns dl as a person reads it, with the original value decoded by
+// codec when it can be (a nil codec never decodes it).
+func (dl *DeadLetter) View(ctx context.Context, codec *schema.Codec) View {
+	o := dl.Original
+	v := View{
+		Original: OriginalView{
+			Topic:     o.Topic,
+			Partition: o.Partition,
+			Offset:    o.Offset,
+			Timestamp: timeText(o.Timestamp),
+			Key:       Bytes(o.Key),
+			Headers:   make([]HeaderView, len(o.Headers)),
+		},
+		Error: ErrorView{
+			Kind:      dl.Error.Kind,
+			KnownKind: dl.Error.KnownKind(),
+			Message:   dl.Error.Message,
+			Type:      dl.Error.Type,
+		},
+		Attempts:       dl.Attempts,
+		FirstFailure:   timeText(dl.FirstFailure),
+		LastFailure:    timeText(dl.LastFailure),
+		Service:        dl.Service,
+		Group:          dl.Group,
+		EventID:        dl.EventID,
+		EventType:      dl.EventType,
+		CorrelationID:  dl.CorrelationID,
+		DeadLetteredAt: timeText(dl.DeadLetteredAt),
+	}
+	for i, h := range o.Headers {
+		v.Original.Headers[i] = HeaderView{Key: h.Key, Value: Bytes(h.Value)}
+	}
+	switch {
+	case o.Value == nil:
+		// A tombstone: null.
+	case codec == nil:
+		v.Original.Value = Bytes(o.Value)
+	default:
+		val, s, err := codec.DecodeGeneric(ctx, o.Value)
+		if err != nil {
+			v.Original.Value = Bytes(o.Value)
+			v.Original.ValueError = err.Error()
+			if s != nil {
+				v.Original.ValueSchema = s.FullName()
+			}
+		} else {
+			v.Original.Value = val
+			v.Original.ValueSchema = s.FullName()
+		}
+	}
+	return v
+}
+
+// timeText returns t in RFC 3339 with as many fraction digits as needed,
+// in UTC.
+func timeText(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
