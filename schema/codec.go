@@ -150,10 +150,15 @@ func NewCodec(src SchemaSource, opts ...CodecOption) *Codec {
 // Registry.Lookup); Encode does not check that it is.
 //
 // v is what hamba/avro encodes: a struct with `avro:"field"` tags (or a
-// pointer to one), a map[string]any for a record, and Go values of the
-// matching types below. A value that does not fit s fails with an error
-// of kind choreo.KindSchemaMismatch (ErrSchemaMismatch) that names the
-// field; nothing is returned then.
+// pointer to one) or a map[string]any for a record; string, []byte,
+// int32/int, int64/int, float32, float64, bool for the primitives;
+// time.Time for timestamps; a pointer or nil for an optional union;
+// slices and maps for arrays and maps. A value that does not fit s fails
+// with an error of kind choreo.KindSchemaMismatch (ErrSchemaMismatch) that
+// names the field, and nothing is returned: a wrong Go type, a missing
+// field without default, an unknown enum symbol, a string that is not
+// UTF-8, a Go int out of an Avro int's range (which hamba/avro would
+// truncate silently).
 func (c *Codec) Encode(id int, s *Schema, v any) ([]byte, error) {
 	w, err := c.encode(id, s, v)
 	if err != nil {
