@@ -57,7 +57,7 @@ type DeadLetter struct {
 	EventID        *string   `avro:"event_id"`         // ce_id of the record, nil when absent
 	EventType      *string   `avro:"event_type"`       // ce_type of the record, nil when absent
 	CorrelationID  *string   `avro:"correlation_id"`   // ce_correlationid of the record, nil when absent
-	DeadLetteredAt time.Time `avro:"dead_lettered_at"` // when the dead letter was written
+	DeadLetteredAt time.Time `avro:"dead_lettered_at"` // when the dead letter was made (by New; Write sets a zero one to now)
 }
 
 // AvroSchema returns the envelope schema; it makes DeadLetter a

@@ -24,6 +24,9 @@ import (
 // valid by trying again.
 var ErrInvalidEnvelope = errors.New("invalid dead-letter envelope")
 
+// errNoCodec is returned by Decode for a nil codec.
+var errNoCodec = errors.New("nil codec")
+
 // Decode reads the dead letter in rec, a record of a dead-letter topic,
 // with codec (whose schema source has the envelope's writer schema: the
 // registry the writer used). A codec made with the default

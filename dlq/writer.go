@@ -2,7 +2,6 @@ package dlq
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -274,6 +273,3 @@ func readableHeaders(dl *DeadLetter) []kgo.RecordHeader {
 func coords(o Original) string {
 	return o.Topic + "/" + strconv.FormatInt(int64(o.Partition), 10) + "/" + strconv.FormatInt(o.Offset, 10)
 }
-
-// errNoCodec is returned by Decode for a nil codec.
-var errNoCodec = errors.New("nil codec")
