@@ -64,6 +64,7 @@ type Producer struct {
 	register bool
 	subject  schema.SubjectStrategy
 	prop     propagation.TextMapPropagator
+	metrics  *tracing.Metrics
 	now      func() time.Time
 
 	ids sync.Map // idKey → int: schema id per subject and schema
@@ -82,6 +83,7 @@ type config struct {
 	production bool
 	subject    schema.SubjectStrategy
 	prop       propagation.TextMapPropagator
+	metrics    *tracing.Metrics
 	kgoOpts    []kgo.Opt
 	client     *kgo.Client
 	required   []requirement
@@ -119,6 +121,12 @@ func Subjects(s schema.SubjectStrategy) Option { return func(c *config) { c.subj
 // the default is otel.GetTextMapPropagator() at publish time.
 func Propagator(p propagation.TextMapPropagator) Option { return func(c *config) { c.prop = p } }
 
+// Metrics sets where the producer records choreo.producer.publishes and
+// choreo.producer.publish.duration; the default is tracing.NewMetrics with
+// the global meter provider at the time New is called (so call
+// tracing.Setup first).
+func Metrics(m *tracing.Metrics) Option { return func(c *config) { c.metrics = m } }
+
 // ClientOptions adds franz-go options to the producer's client (linger,
 // batch size, compression …). Options that would weaken delivery (acks,
 // idempotence) are the caller's responsibility.
@@ -149,6 +157,13 @@ func New(ctx context.Context, conn connection.Config, reg *schema.Registry, opts
 	if cfg.source == "" {
 		cfg.source = filepath.Base(os.Args[0])
 	}
+	if cfg.metrics == nil {
+		m, err := tracing.NewMetrics(nil)
+		if err != nil {
+			return nil, fmt.Errorf("producer: %w", err)
+		}
+		cfg.metrics = m
+	}
 	p := &Producer{
 		reg:      reg,
 		codec:    schema.NewCodec(reg, cfg.codecOpts...),
@@ -156,6 +171,7 @@ func New(ctx context.Context, conn connection.Config, reg *schema.Registry, opts
 		register: !cfg.production,
 		subject:  cfg.subject,
 		prop:     cfg.prop,
+		metrics:  cfg.metrics,
 		now:      time.Now,
 		cl:       cfg.client,
 	}
@@ -233,6 +249,16 @@ type Published struct {
 // and every header of the wire contract. It fails, sending nothing, when ev
 // does not match its schema; the error names the field.
 func (p *Producer) Record(ctx context.Context, topic, key string, ev schema.Event) (*kgo.Record, choreo.Metadata, error) {
+	rec, md, err := p.record(ctx, topic, key, ev)
+	if err != nil {
+		return nil, md, err
+	}
+	p.propagator().Inject(ctx, tracing.HeaderCarrier{Record: rec})
+	return rec, md, nil
+}
+
+// record is Record without the trace context.
+func (p *Producer) record(ctx context.Context, topic, key string, ev schema.Event) (*kgo.Record, choreo.Metadata, error) {
 	if ev == nil {
 		return nil, choreo.Metadata{}, errors.New("producer: nil event")
 	}
@@ -282,7 +308,6 @@ func (p *Producer) Record(ctx context.Context, topic, key string, ev schema.Even
 		add(choreo.HeaderCausationID, md.CausationID)
 	}
 	add(choreo.HeaderContentType, choreo.ContentTypeAvro)
-	p.propagator().Inject(ctx, tracing.HeaderCarrier{Record: rec})
 	return rec, md, nil
 }
 
@@ -309,26 +334,38 @@ func (p *Producer) Publish(ctx context.Context, topic, key string, ev schema.Eve
 // PublishAsync sends ev to topic under key and returns at once; fn, if not
 // nil, is called once the broker acknowledged the record or it failed. fn
 // runs on the client's callback goroutine: keep it short.
+//
+// Each record sent gets a "send <topic>" span (tracing.StartSend), ended
+// when the broker answers; the record's traceparent is that span's
+// context. Every publish, failed or not, is counted in the producer
+// metrics.
 func (p *Producer) PublishAsync(ctx context.Context, topic, key string, ev schema.Event, fn func(Published, error)) {
 	if fn == nil {
 		fn = func(Published, error) {}
 	}
+	start := time.Now()
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
+		p.metrics.Published(ctx, topic, time.Since(start), ErrClosed)
 		fn(Published{Topic: topic, Key: key}, ErrClosed)
 		return
 	}
-	rec, md, err := p.Record(ctx, topic, key, ev)
+	rec, md, err := p.record(ctx, topic, key, ev)
 	if err != nil {
+		p.metrics.Published(ctx, topic, time.Since(start), err)
 		fn(Published{Topic: topic, Key: key}, err)
 		return
 	}
-	p.cl.Produce(ctx, rec, func(r *kgo.Record, err error) {
+	sctx, span := tracing.StartSend(ctx, rec)
+	p.propagator().Inject(sctx, tracing.HeaderCarrier{Record: rec})
+	p.cl.Produce(sctx, rec, func(r *kgo.Record, err error) {
 		pub := Published{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: key, Metadata: md}
 		if err != nil {
 			err = fmt.Errorf("producer: publish %s to %s: %w", md.Type, r.Topic, err)
 		}
+		tracing.EndSend(span, r, err)
+		p.metrics.Published(ctx, topic, time.Since(start), err)
 		fn(pub, err)
 	})
 }

@@ -1,6 +1,3 @@
-// Package tracing carries OpenTelemetry context through Kafka records: the
-// W3C traceparent, tracestate and baggage travel as record headers, written
-// by the producer and read back by the consumer.
 package tracing
 
 import (
