@@ -83,14 +83,6 @@ func (p *partition) finish(seq uint64, done bool) {
 	}
 }
 
-// markDone marks a record done without it having been started (records
-// skipped before handling, such as those filtered out).
-func (p *partition) markDone(seq uint64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.markDoneLocked(seq)
-}
-
 func (p *partition) markDoneLocked(seq uint64) {
 	if seq < p.base {
 		return
@@ -143,11 +135,4 @@ func (p *partition) committedAt(offset int64) {
 	if offset > p.committed {
 		p.committed = offset
 	}
-}
-
-// pending returns how many taken-on records are not done.
-func (p *partition) pending() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.entries)
 }
