@@ -67,6 +67,7 @@ import (
 
 	"github.com/choreokit/choreo"
 	"github.com/choreokit/choreo/connection"
+	"github.com/choreokit/choreo/dlq"
 	"github.com/choreokit/choreo/idempotency"
 	"github.com/choreokit/choreo/schema"
 )
@@ -134,6 +135,9 @@ type Consumer struct {
 	topics []string
 	ran    bool
 
+	retryTopics []string       // retry topic of each tier
+	retryTier   map[string]int // retry topic → tier (1-based)
+
 	stats stats
 }
 
@@ -161,6 +165,15 @@ func New(conn connection.Config, reg *schema.Registry, group string, opts ...Opt
 	if cfg.store == nil {
 		cfg.store = idempotency.NewMemory()
 	}
+	if cfg.service == "" {
+		cfg.service = group
+	}
+	if cfg.deadLetterTopic == "" {
+		cfg.deadLetterTopic = dlq.Topic(group)
+	}
+	if _, err := dlq.TopicFor(group); err != nil {
+		return nil, fmt.Errorf("consumer: %w", err)
+	}
 	c := &Consumer{
 		group:  group,
 		cfg:    cfg,
@@ -169,6 +182,12 @@ func New(conn connection.Config, reg *schema.Registry, group string, opts ...Opt
 		codec:  schema.NewCodec(reg, cfg.codecOpts...),
 		log:    cfg.logger.With("group", group),
 		routes: map[string]map[string]*route{},
+	}
+	c.retryTopics = make([]string, len(cfg.retryDelays))
+	c.retryTier = map[string]int{}
+	for i, d := range cfg.retryDelays {
+		c.retryTopics[i] = retryTopicName(group, i+1, d)
+		c.retryTier[c.retryTopics[i]] = i + 1
 	}
 	return c, nil
 }
@@ -210,7 +229,7 @@ func Handle[T schema.Event](c *Consumer, topic string, fn Handler[T]) {
 				Offset:    d.rec.Offset,
 				Timestamp: d.rec.Timestamp,
 				Headers:   d.rec.Headers,
-				Attempt:   d.attempt,
+				Attempt:   d.priorAttempts + d.attempt,
 			})
 		},
 	}
@@ -240,6 +259,7 @@ type stats struct {
 	duplicates    atomic.Int64
 	deadLettered  atomic.Int64
 	retried       atomic.Int64
+	forwarded     atomic.Int64
 	skipped       atomic.Int64
 	commits       atomic.Int64
 	lastPoll      atomic.Int64 // unix nanos
@@ -253,7 +273,8 @@ type Stats struct {
 	PeakInFlight int64 // the most records in flight at once since New
 	Handled      int64 // handlers that succeeded
 	Duplicates   int64 // records skipped as already processed
-	Retried      int64 // handler attempts that failed and were retried
+	Retried      int64 // handler attempts that failed and were retried in process
+	Forwarded    int64 // records forwarded to a retry topic
 	DeadLettered int64 // records sent to the dead-letter topic
 	Skipped      int64 // records of unknown type skipped
 	Commits      int64 // successful offset commits
@@ -265,7 +286,7 @@ func (c *Consumer) Stats() Stats {
 	s := &c.stats
 	return Stats{
 		InFlight: s.inFlight.Load(), PeakInFlight: s.peakInFlight.Load(),
-		Handled: s.handled.Load(), Duplicates: s.duplicates.Load(), Retried: s.retried.Load(),
+		Handled: s.handled.Load(), Duplicates: s.duplicates.Load(), Retried: s.retried.Load(), Forwarded: s.forwarded.Load(),
 		DeadLettered: s.deadLettered.Load(), Skipped: s.skipped.Load(), Commits: s.commits.Load(),
 		Assigned: s.assigned.Load(),
 	}

@@ -61,13 +61,21 @@ func (rt *runtime) handle(d *delivery) bool {
 	if err := d.readMetadata(); err != nil {
 		return fail(err)
 	}
+	source := d.rec.Topic
+	if d.tier > 0 {
+		st, err := readRetryState(d.rec, d.tier)
+		if err != nil {
+			return fail(err)
+		}
+		d.priorAttempts, d.origin, source = st.priorAttempts, st.origin, st.origin.Topic
+	}
 	if len(d.rec.Value) > c.cfg.maxValueBytes {
 		return fail(choreo.Errorf(choreo.KindTooLarge, "value of %d bytes is over the limit of %d", len(d.rec.Value), c.cfg.maxValueBytes))
 	}
-	r := c.routeFor(d.rec.Topic, d.md.Type)
+	r := c.routeFor(source, d.md.Type)
 	if r == nil {
 		if c.cfg.unknown == DeadLetterUnknown {
-			return fail(choreo.Errorf(choreo.KindUnknownType, "no handler for %s on %s", d.md.Type, d.rec.Topic))
+			return fail(choreo.Errorf(choreo.KindUnknownType, "no handler for %s on %s", d.md.Type, source))
 		}
 		c.stats.skipped.Add(1)
 		return true
@@ -85,20 +93,21 @@ func (rt *runtime) handle(d *delivery) bool {
 		if d.part.ctx.Err() != nil {
 			return false // partition lost or shutdown deadline passed: not done
 		}
-		if c.classify(err).Permanent() {
+		if k := c.classify(err); k.Permanent() {
+			if choreo.KindOf(err) != k {
+				err = &choreo.Error{Kind: k, Err: err}
+			}
 			return rt.deadLetter(d, err, first)
 		}
 		if d.attempt >= c.cfg.retry.MaxAttempts {
-			return rt.deadLetter(d, &choreo.Error{Kind: choreo.KindRetriesExhausted,
-				Err: fmt.Errorf("%d attempts failed, last: %w", d.attempt, err)}, first)
+			return rt.exhausted(d, err, first)
 		}
 		if b == nil {
 			b = c.cfg.retry.backoff()
 		}
 		wait := b.NextBackOff()
 		if wait < 0 { // MaxElapsedTime passed
-			return rt.deadLetter(d, &choreo.Error{Kind: choreo.KindRetriesExhausted,
-				Err: fmt.Errorf("gave up after %d attempts in %v, last: %w", d.attempt, c.cfg.retry.MaxElapsedTime, err)}, first)
+			return rt.exhausted(d, err, first)
 		}
 		c.stats.retried.Add(1)
 		c.log.Debug("handler failed; retrying", "topic", d.rec.Topic, "partition", d.rec.Partition,
@@ -111,6 +120,18 @@ func (rt *runtime) handle(d *delivery) bool {
 			return false
 		}
 	}
+}
+
+// exhausted handles a record whose in-process attempts all failed with a
+// retryable error: on to the next retry topic, or, after the last, to the
+// dead-letter topic.
+func (rt *runtime) exhausted(d *delivery, err error, first time.Time) bool {
+	if d.tier < len(rt.c.retryTopics) {
+		return rt.forward(d, err, d.tier+1)
+	}
+	total := d.priorAttempts + d.attempt
+	return rt.deadLetter(d, &choreo.Error{Kind: choreo.KindRetriesExhausted,
+		Err: fmt.Errorf("%d attempts failed, last: %w", total, err)}, first)
 }
 
 // attempt runs the handler once through the idempotency store. A duplicate
@@ -148,6 +169,11 @@ func invoke(ctx context.Context, r *route, d *delivery) (err error) {
 
 // classify returns the kind that decides err's fate.
 func (c *Consumer) classify(err error) choreo.ErrorKind {
+	if c.cfg.classify != nil {
+		if k := c.cfg.classify(err); k != "" {
+			return k
+		}
+	}
 	return choreo.KindOf(err)
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/choreokit/choreo"
 	"github.com/choreokit/choreo/idempotency"
 	"github.com/choreokit/choreo/schema"
 )
@@ -39,6 +40,12 @@ type config struct {
 	startAtLatest    bool
 	unknown          UnknownType
 	retry            RetryPolicy
+	retryDelays      []time.Duration // one retry topic per delay; empty: blocking retries only
+	classify         func(error) choreo.ErrorKind
+	service          string
+	deadLetterTopic  string
+	provision        bool
+	redact           []string
 }
 
 func defaults() config {
@@ -54,7 +61,15 @@ func defaults() config {
 		shutdownTimeout:  30 * time.Second,
 		logger:           slog.Default(),
 		retry:            DefaultRetryPolicy(),
+		retryDelays:      DefaultRetryDelays(),
+		provision:        true,
 	}
+}
+
+// DefaultRetryDelays returns the delays of the default retry topics: 10
+// seconds, 1 minute, 10 minutes.
+func DefaultRetryDelays() []time.Duration {
+	return []time.Duration{10 * time.Second, time.Minute, 10 * time.Minute}
 }
 
 func (c *config) validate() error {
@@ -77,6 +92,11 @@ func (c *config) validate() error {
 		return fmt.Errorf("unknown ordering %d", c.ordering)
 	case c.logger == nil:
 		return errors.New("nil logger")
+	}
+	for _, d := range c.retryDelays {
+		if d <= 0 {
+			return fmt.Errorf("retry topic delay %v: want more than 0", d)
+		}
 	}
 	return c.retry.validate()
 }
@@ -147,3 +167,41 @@ func OnUnknownType(u UnknownType) Option { return func(c *config) { c.unknown = 
 
 // Retry sets the in-process retry policy for retryable handler errors.
 func Retry(p RetryPolicy) Option { return func(c *config) { c.retry = p } }
+
+// RetryTopics sets the delays of the service's retry topics (default 10s,
+// 1m, 10m). A record still failing after its in-process attempts is
+// forwarded to the first retry topic, to be handled again once the delay
+// has passed; failing there, to the next; after the last, it is
+// dead-lettered as choreo.KindRetriesExhausted. Meanwhile the records after
+// it, even of the same key, go on: retry topics trade order for liveness.
+// The topics are named <group>.retry.<n>-<delay>, e.g. payments.retry.1-10s.
+func RetryTopics(delays ...time.Duration) Option {
+	return func(c *config) { c.retryDelays = append([]time.Duration(nil), delays...) }
+}
+
+// BlockingRetries turns retry topics off: a failing record is retried in
+// process only (see Retry), holding its key, and then dead-lettered. Choose
+// it when the order of a key's events matters more than liveness.
+func BlockingRetries() Option { return func(c *config) { c.retryDelays = nil } }
+
+// Classify overrides how errors are classified: return
+// choreo.KindRetryable to retry, any other kind to dead-letter at once.
+// The default is choreo.KindOf: retryable unless marked choreo.Permanent or
+// a decode, schema, header, panic or timeout error.
+func Classify(fn func(error) choreo.ErrorKind) Option { return func(c *config) { c.classify = fn } }
+
+// Service sets the service name written in dead letters (default: the group).
+func Service(name string) Option { return func(c *config) { c.service = name } }
+
+// DeadLetterTopic overrides the dead-letter topic (default <group>.dlq).
+func DeadLetterTopic(name string) Option { return func(c *config) { c.deadLetterTopic = name } }
+
+// NoProvisioning stops the consumer from creating its retry and
+// dead-letter topics; they must exist (Run fails fast otherwise).
+func NoProvisioning() Option { return func(c *config) { c.provision = false } }
+
+// RedactHeaders replaces the values of these headers (case-insensitive
+// names, e.g. "authorization") in dead letters with "[redacted]".
+func RedactHeaders(names ...string) Option {
+	return func(c *config) { c.redact = append(c.redact, names...) }
+}

@@ -10,6 +10,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/choreokit/choreo"
+	"github.com/choreokit/choreo/dlq"
 )
 
 type topicPartition struct {
@@ -35,14 +38,22 @@ type delivery struct {
 	rec     *kgo.Record
 	part    *partition
 	seq     uint64
-	attempt int
+	attempt int // handler attempts in this delivery
 	md      metadataView
+
+	tier          int           // retry tier the record came from; 0 for a source topic
+	priorAttempts int           // attempts before this delivery (from choreo-attempt)
+	origin        *dlq.Original // the original record, for one from a retry topic
 }
 
 // runtime is the state of one Run.
 type runtime struct {
-	c  *Consumer
-	cl *kgo.Client
+	c         *Consumer
+	cl        *kgo.Client
+	dlqWriter *dlq.Writer
+
+	timersMu sync.Mutex
+	timers   []*time.Timer // pending resumes of paused retry partitions
 
 	partsMu sync.Mutex
 	parts   map[topicPartition]*partition
@@ -69,11 +80,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return errors.New("consumer: Run called twice")
 	}
 	c.ran = true
-	topics := append([]string(nil), c.topics...)
+	sources := append([]string(nil), c.topics...)
 	c.mu.Unlock()
-	if len(topics) == 0 {
+	if len(sources) == 0 {
 		return errors.New("consumer: no handlers registered")
 	}
+	topics := append(append([]string(nil), sources...), c.retryTopics...)
 
 	rt := &runtime{
 		c:     c,
@@ -111,6 +123,19 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return fmt.Errorf("consumer: new client: %w", err)
 	}
 	rt.cl = cl
+	var dlqOpts []dlq.WriterOption
+	if len(c.cfg.redact) > 0 {
+		dlqOpts = append(dlqOpts, dlq.Redact(c.cfg.redact...))
+	}
+	rt.dlqWriter = dlq.NewWriter(cl, c.reg, dlqOpts...)
+	own := append([]string{c.cfg.deadLetterTopic}, c.retryTopics...)
+	if !c.cfg.provision {
+		own = nil
+	}
+	if err := rt.ensureTopics(ctx, sources, own); err != nil {
+		cl.Close()
+		return err
+	}
 
 	var workers sync.WaitGroup
 	for range c.cfg.concurrency {
@@ -135,6 +160,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 	<-commitDone
 	close(rt.quit)
 	rt.cancelHandler()
+	rt.timersMu.Lock()
+	for _, t := range rt.timers {
+		t.Stop()
+	}
+	rt.timersMu.Unlock()
 	workers.Wait()
 	cl.Close()
 	c.stats.joined.Store(false)
@@ -166,12 +196,53 @@ func (rt *runtime) pollLoop(ctx context.Context) {
 			}
 			c.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
 		})
-		fs.EachRecord(rt.dispatch)
+		fs.EachPartition(rt.dispatchPartition)
 		rt.cl.AllowRebalance()
 		if ctx.Err() != nil {
 			return
 		}
 	}
+}
+
+// dispatchPartition dispatches the records of one fetched partition. On a
+// retry topic it stops at the first record that is not due yet: it pauses
+// the partition, rewinds it to that record and resumes it when the record
+// is due, so nothing waits in memory and no other partition waits.
+func (rt *runtime) dispatchPartition(p kgo.FetchTopicPartition) {
+	tier, isRetry := rt.c.retryTier[p.Topic]
+	now := time.Now()
+	for _, r := range p.Records {
+		if isRetry {
+			if nb, ok := notBefore(r); ok && nb.After(now) {
+				rt.holdUntil(r, nb)
+				return
+			}
+		}
+		rt.dispatch(r, tier)
+	}
+}
+
+// notBefore reads the choreo-not-before header.
+func notBefore(r *kgo.Record) (time.Time, bool) {
+	for _, h := range r.Headers {
+		if h.Key == choreo.HeaderNotBefore {
+			t, err := time.Parse(time.RFC3339Nano, string(h.Value))
+			return t, err == nil
+		}
+	}
+	return time.Time{}, false
+}
+
+// holdUntil pauses r's partition at r until t. It runs on the poll
+// goroutine before AllowRebalance, as SetOffsets requires.
+func (rt *runtime) holdUntil(r *kgo.Record, t time.Time) {
+	tp := map[string][]int32{r.Topic: {r.Partition}}
+	rt.cl.PauseFetchPartitions(tp)
+	rt.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{r.Topic: {r.Partition: {Epoch: r.LeaderEpoch, Offset: r.Offset}}})
+	timer := time.AfterFunc(time.Until(t), func() { rt.cl.ResumeFetchPartitions(tp) })
+	rt.timersMu.Lock()
+	rt.timers = append(rt.timers, timer)
+	rt.timersMu.Unlock()
 }
 
 // partitionOf returns the live tracker of the record's partition, creating
@@ -189,10 +260,10 @@ func (rt *runtime) partitionOf(r *kgo.Record) *partition {
 }
 
 // dispatch takes a polled record on and queues it on its lane.
-func (rt *runtime) dispatch(r *kgo.Record) {
+func (rt *runtime) dispatch(r *kgo.Record, tier int) {
 	c := rt.c
 	p := rt.partitionOf(r)
-	d := &delivery{rec: r, part: p, seq: p.track(r.Offset)}
+	d := &delivery{rec: r, part: p, seq: p.track(r.Offset), tier: tier}
 	n := c.stats.inFlight.Add(1)
 	c.stats.inFlightBytes.Add(int64(len(r.Value)))
 	for {

@@ -1,0 +1,149 @@
+package consumer
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/choreokit/choreo"
+	"github.com/choreokit/choreo/dlq"
+)
+
+// retryTopicName names the retry topic of a tier: <group>.retry.<n>-<delay>.
+func retryTopicName(group string, tier int, delay time.Duration) string {
+	return fmt.Sprintf("%s.retry.%d-%s", group, tier, shortDuration(delay))
+}
+
+// shortDuration writes d without zero units: 10s, 1m, 1h30m, 1500ms.
+func shortDuration(d time.Duration) string {
+	if d < time.Second || d%time.Second != 0 {
+		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
+	}
+	s := d.String() // e.g. 1h30m0s
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// retryState is what a record from a retry topic says about its history.
+type retryState struct {
+	tier          int       // 1-based tier of the retry topic the record came from
+	priorAttempts int       // handler attempts before this delivery
+	notBefore     time.Time // not to be handled before
+	origin        *dlq.Original
+}
+
+// readRetryState reads the choreo- headers of a record from a retry topic:
+// the original coordinates, the attempts so far and the not-before time.
+func readRetryState(r *kgo.Record, tier int) (retryState, error) {
+	st := retryState{tier: tier}
+	orig := dlq.Original{Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Partition: -1, Offset: -1}
+	for _, h := range r.Headers {
+		v := string(h.Value)
+		switch h.Key {
+		case choreo.HeaderAttempt:
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return st, choreo.Errorf(choreo.KindMissingHeader, "retry record: bad %s %q", choreo.HeaderAttempt, v)
+			}
+			st.priorAttempts = n
+		case choreo.HeaderNotBefore:
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				return st, choreo.Errorf(choreo.KindMissingHeader, "retry record: bad %s %q", choreo.HeaderNotBefore, v)
+			}
+			st.notBefore = t
+		case choreo.HeaderOriginalTopic:
+			orig.Topic = v
+		case choreo.HeaderOriginalPartition:
+			n, err := strconv.ParseInt(v, 10, 32)
+			if err != nil {
+				return st, choreo.Errorf(choreo.KindMissingHeader, "retry record: bad %s %q", choreo.HeaderOriginalPartition, v)
+			}
+			orig.Partition = int32(n)
+		case choreo.HeaderOriginalOffset:
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return st, choreo.Errorf(choreo.KindMissingHeader, "retry record: bad %s %q", choreo.HeaderOriginalOffset, v)
+			}
+			orig.Offset = n
+		case choreo.HeaderErrorKind, choreo.HeaderErrorMessage:
+		default:
+			orig.Headers = append(orig.Headers, dlq.Header{Key: h.Key, Value: h.Value})
+		}
+	}
+	if orig.Topic == "" || orig.Partition < 0 || orig.Offset < 0 {
+		return st, choreo.Errorf(choreo.KindMissingHeader, "retry record: original topic, partition or offset missing")
+	}
+	st.origin = &orig
+	return st, nil
+}
+
+// forward sends d to the retry topic of the next tier, to be handled again
+// after that tier's delay, and reports whether the record is done (the
+// broker acknowledged the forward). Like dead-lettering, it keeps trying
+// until it succeeds or the partition is given up.
+func (rt *runtime) forward(d *delivery, cause error, tier int) bool {
+	c := rt.c
+	topic := c.retryTopics[tier-1]
+	notBefore := time.Now().Add(c.cfg.retryDelays[tier-1])
+	attempts := d.priorAttempts + d.attempt
+
+	rec := &kgo.Record{Topic: topic, Key: d.rec.Key, Value: d.rec.Value, Timestamp: d.rec.Timestamp}
+	origTopic, origPart, origOff := d.rec.Topic, d.rec.Partition, d.rec.Offset
+	if d.origin != nil {
+		origTopic, origPart, origOff = d.origin.Topic, d.origin.Partition, d.origin.Offset
+	}
+	for _, h := range d.rec.Headers {
+		if !strings.HasPrefix(h.Key, "choreo-") {
+			rec.Headers = append(rec.Headers, h)
+		}
+	}
+	msg := cause.Error()
+	if len(msg) > dlq.MaxHeaderMessageLen {
+		msg = strings.ToValidUTF8(msg[:dlq.MaxHeaderMessageLen], "")
+	}
+	add := func(k, v string) { rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)}) }
+	add(choreo.HeaderAttempt, strconv.Itoa(attempts))
+	add(choreo.HeaderNotBefore, notBefore.UTC().Format(time.RFC3339Nano))
+	add(choreo.HeaderOriginalTopic, origTopic)
+	add(choreo.HeaderOriginalPartition, strconv.FormatInt(int64(origPart), 10))
+	add(choreo.HeaderOriginalOffset, strconv.FormatInt(origOff, 10))
+	add(choreo.HeaderErrorKind, string(choreo.KindOf(cause)))
+	add(choreo.HeaderErrorMessage, msg)
+
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 100 * time.Millisecond
+	b.MaxInterval = 10 * time.Second
+	b.MaxElapsedTime = 0
+	for {
+		err := rt.cl.ProduceSync(d.part.ctx, rec).FirstErr()
+		if err == nil {
+			c.stats.forwarded.Add(1)
+			c.log.Info("event forwarded to retry topic", "topic", d.rec.Topic, "partition", d.rec.Partition,
+				"offset", d.rec.Offset, "retry_topic", topic, "attempt", attempts, "not_before", notBefore, "err", cause)
+			return true
+		}
+		if d.part.ctx.Err() != nil {
+			return false
+		}
+		wait := b.NextBackOff()
+		c.log.Error("forward to retry topic failed; the partition will not commit past this record until it succeeds",
+			"retry_topic", topic, "retry_in", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-d.part.ctx.Done():
+			t.Stop()
+			return false
+		}
+	}
+}
