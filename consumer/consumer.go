@@ -260,6 +260,7 @@ type stats struct {
 	deadLettered  atomic.Int64
 	retried       atomic.Int64
 	forwarded     atomic.Int64
+	writeFailures atomic.Int64
 	skipped       atomic.Int64
 	commits       atomic.Int64
 	lastPoll      atomic.Int64 // unix nanos
@@ -269,16 +270,17 @@ type stats struct {
 
 // Stats is a snapshot of the consumer's counters.
 type Stats struct {
-	InFlight     int64 // records taken on and not done
-	PeakInFlight int64 // the most records in flight at once since New
-	Handled      int64 // handlers that succeeded
-	Duplicates   int64 // records skipped as already processed
-	Retried      int64 // handler attempts that failed and were retried in process
-	Forwarded    int64 // records forwarded to a retry topic
-	DeadLettered int64 // records sent to the dead-letter topic
-	Skipped      int64 // records of unknown type skipped
-	Commits      int64 // successful offset commits
-	Assigned     int64 // partitions assigned now
+	InFlight      int64 // records taken on and not done
+	PeakInFlight  int64 // the most records in flight at once since New
+	Handled       int64 // handlers that succeeded
+	Duplicates    int64 // records skipped as already processed
+	Retried       int64 // handler attempts that failed and were retried in process
+	Forwarded     int64 // records forwarded to a retry topic
+	WriteFailures int64 // failed dead-letter writes and retry-topic forwards (each is retried)
+	DeadLettered  int64 // records sent to the dead-letter topic
+	Skipped       int64 // records of unknown type skipped
+	Commits       int64 // successful offset commits
+	Assigned      int64 // partitions assigned now
 }
 
 // Stats returns the consumer's counters.
@@ -286,7 +288,7 @@ func (c *Consumer) Stats() Stats {
 	s := &c.stats
 	return Stats{
 		InFlight: s.inFlight.Load(), PeakInFlight: s.peakInFlight.Load(),
-		Handled: s.handled.Load(), Duplicates: s.duplicates.Load(), Retried: s.retried.Load(), Forwarded: s.forwarded.Load(),
+		Handled: s.handled.Load(), Duplicates: s.duplicates.Load(), Retried: s.retried.Load(), Forwarded: s.forwarded.Load(), WriteFailures: s.writeFailures.Load(),
 		DeadLettered: s.deadLettered.Load(), Skipped: s.skipped.Load(), Commits: s.commits.Load(),
 		Assigned: s.assigned.Load(),
 	}

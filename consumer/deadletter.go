@@ -48,6 +48,7 @@ func (rt *runtime) deadLetter(d *delivery, cause error, first time.Time) bool {
 		if d.part.ctx.Err() != nil {
 			return false
 		}
+		c.stats.writeFailures.Add(1)
 		wait := b.NextBackOff()
 		c.log.Error("dead-letter write failed; the partition will not commit past this record until it succeeds",
 			"topic", d.rec.Topic, "partition", d.rec.Partition, "offset", d.rec.Offset, "dlq", c.cfg.deadLetterTopic,

@@ -135,6 +135,7 @@ func (rt *runtime) forward(d *delivery, cause error, tier int) bool {
 		if d.part.ctx.Err() != nil {
 			return false
 		}
+		c.stats.writeFailures.Add(1)
 		wait := b.NextBackOff()
 		c.log.Error("forward to retry topic failed; the partition will not commit past this record until it succeeds",
 			"retry_topic", topic, "retry_in", wait, "err", err)
