@@ -1,0 +1,128 @@
+package consumer_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+
+	"github.com/choreokit/choreo/connection"
+	"github.com/choreokit/choreo/consumer"
+	"github.com/choreokit/choreo/kafkatest"
+	"github.com/choreokit/choreo/schema"
+)
+
+// TestProvisioningFailsFastWithoutCreateRights runs the consumer as a user
+// that may read and write every topic and group but create none: with its
+// dead-letter topic missing, Run must fail at once and say why.
+func TestProvisioningFailsFastWithoutCreateRights(t *testing.T) {
+	all := func(r kmsg.ACLResourceType, op kmsg.ACLOperation) kfake.ACL {
+		return kfake.ACL{Resource: r, Name: "*", Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: op, Allow: true}
+	}
+	fake, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.EnableACLs(),
+		kfake.Superuser("PLAIN", "admin", "admin-pw"),
+		kfake.User("PLAIN", "svc", "svc-pw",
+			all(kmsg.ACLResourceTypeTopic, kmsg.ACLOperationRead),
+			all(kmsg.ACLResourceTypeTopic, kmsg.ACLOperationWrite),
+			all(kmsg.ACLResourceTypeGroup, kmsg.ACLOperationRead),
+			all(kmsg.ACLResourceTypeCluster, kmsg.ACLOperationDescribe),
+		),
+		kfake.SeedTopics(2, "orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fake.Close()
+
+	reg, err := schema.NewRegistry([]string{kafkatest.SchemaRegistry(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := connection.Config{Brokers: fake.ListenAddrs(), SASLMechanism: "PLAIN", SASLUsername: "svc", SASLPassword: "svc-pw"}
+	c, err := consumer.New(conn, reg, "payments", consumer.BlockingRetries())
+	if err != nil {
+		t.Fatal(err)
+	}
+	consumer.Handle(c, "orders", func(context.Context, consumer.Event[OrderPlaced]) error { return nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	err = c.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "payments.dlq does not exist and this service may not create it") {
+		t.Fatalf("Run = %v; want a fast failure naming the missing DLQ topic", err)
+	}
+	if time.Since(start) > 20*time.Second {
+		t.Errorf("Run took %v to fail", time.Since(start))
+	}
+
+	// Once an administrator creates it, the same consumer configuration runs.
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(fake.ListenAddrs()...), saslAdmin())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admCl.Close()
+	if _, err := kadm.NewClient(admCl).CreateTopic(ctx, 2, 1, nil, "payments.dlq"); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := consumer.New(conn, reg, "payments", consumer.BlockingRetries())
+	if err != nil {
+		t.Fatal(err)
+	}
+	consumer.Handle(c2, "orders", func(context.Context, consumer.Event[OrderPlaced]) error { return nil })
+	stop := running(t, c2)
+	eventually(t, 20*time.Second, "consumer ready", c2.Ready)
+	if err := stop(); err != nil {
+		t.Fatalf("Run with the DLQ topic present: %v", err)
+	}
+}
+
+func TestNewRejectsBadConfiguration(t *testing.T) {
+	reg, err := schema.NewRegistry([]string{"http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := connection.Config{Brokers: []string{"127.0.0.1:1"}}
+	for _, tc := range []struct {
+		name  string
+		conn  connection.Config
+		group string
+		opts  []consumer.Option
+		want  string
+	}{
+		{"empty group", ok, "", nil, "group"},
+		{"group with spaces", ok, "my service", nil, "group"},
+		{"no brokers", connection.Config{}, "g", nil, "no seed brokers"},
+		{"concurrency", ok, "g", []consumer.Option{consumer.Concurrency(0)}, "concurrency"},
+		{"in flight", ok, "g", []consumer.Option{consumer.MaxInFlight(-1)}, "max in flight"},
+		{"timeout", ok, "g", []consumer.Option{consumer.HandlerTimeout(0)}, "handler timeout"},
+		{"retry attempts", ok, "g", []consumer.Option{consumer.Retry(consumer.RetryPolicy{MaxAttempts: 0, Multiplier: 1})}, "max attempts"},
+		{"retry delay", ok, "g", []consumer.Option{consumer.RetryTopics(time.Second, 0)}, "retry topic delay"},
+		{"ordering", ok, "g", []consumer.Option{consumer.WithOrdering(consumer.Ordering(9))}, "ordering"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := consumer.New(tc.conn, reg, tc.group, tc.opts...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New = %v; want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := consumer.New(ok, nil, "g"); err == nil {
+		t.Error("nil registry: want an error")
+	}
+	c, err := consumer.New(ok, reg, "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "no handlers") {
+		t.Errorf("Run with no handlers = %v; want an error", err)
+	}
+}
+
+func saslAdmin() kgo.Opt {
+	return kgo.SASL(plain.Auth{User: "admin", Pass: "admin-pw"}.AsMechanism())
+}
