@@ -263,10 +263,19 @@ type stats struct {
 	writeFailures atomic.Int64
 	skipped       atomic.Int64
 	commits       atomic.Int64
-	lastPoll      atomic.Int64 // unix nanos
+	lastPoll      atomic.Int64 // unix nanos of the last poll loop step
+	loop          atomic.Int32 // loopNotStarted, loopWaiting, loopBusy, loopEnded
 	assigned      atomic.Int64 // partitions currently assigned
 	joined        atomic.Bool
 }
+
+// Poll loop states, for Live.
+const (
+	loopNotStarted int32 = iota
+	loopWaiting          // in PollRecords or waiting at the in-flight cap
+	loopBusy             // dispatching polled records
+	loopEnded
+)
 
 // Stats is a snapshot of the consumer's counters.
 type Stats struct {
@@ -294,23 +303,22 @@ func (c *Consumer) Stats() Stats {
 	}
 }
 
-// Live reports whether the poll loop is making progress: it polled within
-// the last minute, or is waiting on purpose at the in-flight cap. Use it for
-// a liveness probe.
+// Live reports whether the consumer is working: not started yet, or
+// running with its poll loop either waiting (for records, or at the
+// in-flight cap) or having moved within the last minute. It is false once
+// Run has returned. Use it for a liveness probe.
 func (c *Consumer) Live() bool {
-	last := c.stats.lastPoll.Load()
-	if last == 0 {
-		return !c.ranOnce() // not started yet counts as live
+	switch c.stats.loop.Load() {
+	case loopNotStarted:
+		return true
+	case loopWaiting:
+		return true
+	case loopBusy:
+		return time.Since(time.Unix(0, c.stats.lastPoll.Load())) < time.Minute
 	}
-	return time.Since(time.Unix(0, last)) < time.Minute || c.stats.inFlight.Load() >= int64(c.cfg.maxInFlight)
+	return false // ended
 }
 
 // Ready reports whether the consumer has joined its group. Use it for a
 // readiness probe.
 func (c *Consumer) Ready() bool { return c.stats.joined.Load() }
-
-func (c *Consumer) ranOnce() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.ran
-}

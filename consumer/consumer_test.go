@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -367,3 +368,64 @@ func TestBackpressureKeepsInFlightUnderCap(t *testing.T) {
 	t.Logf("backlog %d, handled %d before stop, peak in flight %d (cap %d)", backlog, handled.Load(), s.PeakInFlight, limit)
 }
 
+// TestRetryingKeysDoNotHoldWorkers has more failing keys than workers, each
+// waiting a long back-off: the other keys must still be handled meanwhile.
+func TestRetryingKeysDoNotHoldWorkers(t *testing.T) {
+	h := newHarness(t, 1)
+	for i := range 4 {
+		h.publish(1, func(int) string { return fmt.Sprintf("failing-%d", i) })
+	}
+	h.publish(40, func(i int) string { return fmt.Sprintf("steady-%d", i) })
+	c := h.consumer(kafkatest.Group(t), consumer.Concurrency(2), consumer.BlockingRetries(),
+		consumer.Retry(consumer.RetryPolicy{MaxAttempts: 2, InitialInterval: 3 * time.Second, MaxInterval: 3 * time.Second, Multiplier: 1}))
+	var mu sync.Mutex
+	var retriedAt time.Time
+	var steadyDone time.Time
+	steady := 0
+	consumer.Handle(c, h.topic, func(ctx context.Context, ev consumer.Event[OrderPlaced]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if strings.HasPrefix(ev.Key, "failing") {
+			if ev.Attempt == 1 {
+				return errors.New("try again later")
+			}
+			if retriedAt.IsZero() {
+				retriedAt = time.Now()
+			}
+			return nil
+		}
+		steady++
+		steadyDone = time.Now()
+		return nil
+	})
+	stop := running(t, c)
+	eventually(t, 30*time.Second, "everything handled", func() bool { return c.Stats().Handled == 44 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if steady != 40 || !steadyDone.Before(retriedAt) {
+		t.Fatalf("steady keys done at %v, first retry at %v: the 4 retrying keys held the 2 workers", steadyDone, retriedAt)
+	}
+}
+
+func TestLiveAndReady(t *testing.T) {
+	h := newHarness(t, 1)
+	c := h.consumer(kafkatest.Group(t))
+	consumer.Handle(c, h.topic, func(context.Context, consumer.Event[OrderPlaced]) error { return nil })
+	if c.Ready() || !c.Live() {
+		t.Fatalf("before Run: ready %v live %v; want not ready, live", c.Ready(), c.Live())
+	}
+	stop := running(t, c)
+	eventually(t, 30*time.Second, "ready", c.Ready)
+	if !c.Live() {
+		t.Error("running consumer not live")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Ready() || c.Live() {
+		t.Errorf("stopped consumer: ready %v live %v; want neither", c.Ready(), c.Live())
+	}
+}

@@ -47,79 +47,83 @@ func (d *delivery) readMetadata() error {
 	return nil
 }
 
-// handle takes a delivery through checks, the idempotency store and the
-// handler, with retries, and reports whether the record is done.
-func (rt *runtime) handle(d *delivery) bool {
+// handle takes a delivery through checks, the idempotency store and one
+// handler attempt. It reports whether the record is done, or, for a
+// retryable failure with attempts left, how long to wait before the next
+// attempt: the caller parks the key's lane meanwhile, freeing the worker,
+// so a retrying key never holds up other keys.
+func (rt *runtime) handle(d *delivery) (done bool, retryIn time.Duration) {
 	c := rt.c
-	first := time.Time{}
-	fail := func(err error) bool {
-		if first.IsZero() {
-			first = time.Now()
+	if d.route == nil {
+		if err := rt.prepare(d); err != nil {
+			d.first = time.Now()
+			return rt.deadLetter(d, err, d.first), 0
 		}
-		return rt.deadLetter(d, err, first)
+		if d.route == nil { // unknown type, skipped
+			c.stats.skipped.Add(1)
+			return true, 0
+		}
 	}
+	d.attempt++
+	err := rt.attempt(d, d.route)
+	if err == nil {
+		return true, 0
+	}
+	if d.first.IsZero() {
+		d.first = time.Now()
+	}
+	if d.part.ctx.Err() != nil {
+		return false, 0 // partition lost or shutdown deadline passed: not done
+	}
+	if k := c.classify(err); k.Permanent() {
+		if choreo.KindOf(err) != k {
+			err = &choreo.Error{Kind: k, Err: err}
+		}
+		return rt.deadLetter(d, err, d.first), 0
+	}
+	if d.attempt >= c.cfg.retry.MaxAttempts {
+		return rt.exhausted(d, err, d.first), 0
+	}
+	if d.backoff == nil {
+		d.backoff = c.cfg.retry.backoff()
+	}
+	wait := d.backoff.NextBackOff()
+	if wait < 0 { // MaxElapsedTime passed
+		return rt.exhausted(d, err, d.first), 0
+	}
+	if wait == 0 {
+		wait = time.Nanosecond
+	}
+	c.stats.retried.Add(1)
+	c.log.Debug("handler failed; retrying", "topic", d.rec.Topic, "partition", d.rec.Partition,
+		"offset", d.rec.Offset, "attempt", d.attempt, "wait", wait, "err", err)
+	return false, wait
+}
+
+// prepare reads what the record says about itself and finds its handler.
+// An error is one to dead-letter; a nil route with no error means the type
+// has no handler and is skipped.
+func (rt *runtime) prepare(d *delivery) error {
+	c := rt.c
 	if err := d.readMetadata(); err != nil {
-		return fail(err)
+		return err
 	}
 	source := d.rec.Topic
 	if d.tier > 0 {
 		st, err := readRetryState(d.rec, d.tier)
 		if err != nil {
-			return fail(err)
+			return err
 		}
 		d.priorAttempts, d.origin, source = st.priorAttempts, st.origin, st.origin.Topic
 	}
 	if len(d.rec.Value) > c.cfg.maxValueBytes {
-		return fail(choreo.Errorf(choreo.KindTooLarge, "value of %d bytes is over the limit of %d", len(d.rec.Value), c.cfg.maxValueBytes))
+		return choreo.Errorf(choreo.KindTooLarge, "value of %d bytes is over the limit of %d", len(d.rec.Value), c.cfg.maxValueBytes)
 	}
-	r := c.routeFor(source, d.md.Type)
-	if r == nil {
-		if c.cfg.unknown == DeadLetterUnknown {
-			return fail(choreo.Errorf(choreo.KindUnknownType, "no handler for %s on %s", d.md.Type, source))
-		}
-		c.stats.skipped.Add(1)
-		return true
+	d.route = c.routeFor(source, d.md.Type)
+	if d.route == nil && c.cfg.unknown == DeadLetterUnknown {
+		return choreo.Errorf(choreo.KindUnknownType, "no handler for %s on %s", d.md.Type, source)
 	}
-
-	var b interface{ NextBackOff() time.Duration }
-	for d.attempt = 1; ; d.attempt++ {
-		err := rt.attempt(d, r)
-		if err == nil {
-			return true
-		}
-		if first.IsZero() {
-			first = time.Now()
-		}
-		if d.part.ctx.Err() != nil {
-			return false // partition lost or shutdown deadline passed: not done
-		}
-		if k := c.classify(err); k.Permanent() {
-			if choreo.KindOf(err) != k {
-				err = &choreo.Error{Kind: k, Err: err}
-			}
-			return rt.deadLetter(d, err, first)
-		}
-		if d.attempt >= c.cfg.retry.MaxAttempts {
-			return rt.exhausted(d, err, first)
-		}
-		if b == nil {
-			b = c.cfg.retry.backoff()
-		}
-		wait := b.NextBackOff()
-		if wait < 0 { // MaxElapsedTime passed
-			return rt.exhausted(d, err, first)
-		}
-		c.stats.retried.Add(1)
-		c.log.Debug("handler failed; retrying", "topic", d.rec.Topic, "partition", d.rec.Partition,
-			"offset", d.rec.Offset, "attempt", d.attempt, "wait", wait, "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-d.part.ctx.Done():
-			t.Stop()
-			return false
-		}
-	}
+	return nil
 }
 
 // exhausted handles a record whose in-process attempts all failed with a

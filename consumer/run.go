@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -40,6 +41,10 @@ type delivery struct {
 	seq     uint64
 	attempt int // handler attempts in this delivery
 	md      metadataView
+
+	route   *route                      // its handler, once prepared
+	first   time.Time                   // first failure
+	backoff *backoff.ExponentialBackOff // in-process retry delays, from the first retry on
 
 	tier          int           // retry tier the record came from; 0 for a source topic
 	priorAttempts int           // attempts before this delivery (from choreo-attempt)
@@ -102,6 +107,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consumer: %w", err)
 	}
+	// Provision the service's own topics before joining the group, so a
+	// member is ready only when it can dead-letter.
+	own := append([]string{c.cfg.deadLetterTopic}, c.retryTopics...)
+	if err := ensureTopics(ctx, opts, c, sources, own); err != nil {
+		if ctx.Err() != nil {
+			return nil // asked to stop while starting
+		}
+		return err
+	}
 	reset := kgo.NewOffset().AtStart()
 	if c.cfg.startAtLatest {
 		reset = kgo.NewOffset().AtEnd()
@@ -128,14 +142,6 @@ func (c *Consumer) Run(ctx context.Context) error {
 		dlqOpts = append(dlqOpts, dlq.Redact(c.cfg.redact...))
 	}
 	rt.dlqWriter = dlq.NewWriter(cl, c.reg, dlqOpts...)
-	own := append([]string{c.cfg.deadLetterTopic}, c.retryTopics...)
-	if !c.cfg.provision {
-		own = nil
-	}
-	if err := rt.ensureTopics(ctx, sources, own); err != nil {
-		cl.Close()
-		return err
-	}
 
 	var workers sync.WaitGroup
 	for range c.cfg.concurrency {
@@ -175,9 +181,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 // closes, staying under the in-flight caps.
 func (rt *runtime) pollLoop(ctx context.Context) {
 	c := rt.c
+	defer c.stats.loop.Store(loopEnded)
 	for {
+		c.stats.loop.Store(loopWaiting)
 		for c.stats.inFlight.Load() >= int64(c.cfg.maxInFlight) || c.stats.inFlightBytes.Load() >= c.cfg.maxInFlightBytes {
-			c.stats.lastPoll.Store(time.Now().UnixNano())
 			select {
 			case <-rt.space:
 			case <-ctx.Done():
@@ -187,6 +194,7 @@ func (rt *runtime) pollLoop(ctx context.Context) {
 		room := c.cfg.maxInFlight - int(c.stats.inFlight.Load())
 		fs := rt.cl.PollRecords(ctx, room)
 		c.stats.lastPoll.Store(time.Now().UnixNano())
+		c.stats.loop.Store(loopBusy)
 		if fs.IsClientClosed() {
 			return
 		}
@@ -308,7 +316,11 @@ func (rt *runtime) work() {
 		d := l.queue[0]
 		rt.lanesMu.Unlock()
 
-		rt.process(d)
+		if retryIn := rt.process(d); retryIn > 0 {
+			// Park the lane (its head stays) and free the worker.
+			time.AfterFunc(retryIn, func() { rt.ready <- l })
+			continue
+		}
 
 		rt.lanesMu.Lock()
 		l.queue[0] = nil
@@ -323,11 +335,15 @@ func (rt *runtime) work() {
 }
 
 // process handles one delivery unless its partition is being given up, and
-// takes it out of flight.
-func (rt *runtime) process(d *delivery) {
+// takes it out of flight, unless it is to be retried after the returned
+// wait.
+func (rt *runtime) process(d *delivery) (retryIn time.Duration) {
 	if d.part.start() {
-		done := rt.handle(d)
+		done, retryIn := rt.handle(d)
 		d.part.finish(d.seq, done)
+		if retryIn > 0 {
+			return retryIn
+		}
 	}
 	c := rt.c
 	c.stats.inFlight.Add(-1)
@@ -336,6 +352,7 @@ func (rt *runtime) process(d *delivery) {
 	case rt.space <- struct{}{}:
 	default:
 	}
+	return 0
 }
 
 func (rt *runtime) allPartitions() map[string][]int32 {
