@@ -25,7 +25,7 @@ import (
 // choreo_consumer_events_total and choreo_consumer_handler_duration_seconds.
 const (
 	// MetricConsumerEvents counts records the consumer finished with, by
-	// outcome, topic and group. Unit {event}.
+	// outcome (an Outcome), topic and group. Unit {event}.
 	MetricConsumerEvents = "choreo.consumer.events"
 	// MetricHandlerDuration is the time handlers ran, by topic and group.
 	// Unit s.
@@ -106,7 +106,7 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	}
 	var err error
 	m.consumerEvents, err = m.meter.Int64Counter(MetricConsumerEvents, metric.WithUnit("{event}"),
-		metric.WithDescription("Records the consumer finished with, by outcome (handled, duplicate, retried, dead_lettered)."))
+		metric.WithDescription("Records the consumer finished with, by outcome (handled, duplicate, retried, dead_lettered, skipped)."))
 	check(err)
 	m.handlerDuration, err = m.meter.Float64Histogram(MetricHandlerDuration, metric.WithUnit("s"),
 		metric.WithDescription("Time event handlers ran."), metric.WithExplicitBucketBoundaries(durationBuckets...))
@@ -152,7 +152,7 @@ type ConsumerMetrics struct {
 	group    string
 	topic    string
 	base     attrOpts    // group, topic
-	outcomes [4]attrOpts // indexed by outcomeIndex
+	outcomes [5]attrOpts // indexed by outcomeIndex
 	kinds    sync.Map    // choreo.ErrorKind → attrOpts
 }
 
@@ -170,7 +170,7 @@ func (m *Metrics) Consumer(group, topic string) *ConsumerMetrics {
 	c := &ConsumerMetrics{m: m, group: group, topic: topic}
 	g, t := MetricAttrGroup.String(group), MetricAttrTopic.String(topic)
 	c.base = newAttrOpts(g, t)
-	for i, o := range []Outcome{OutcomeHandled, OutcomeDuplicate, OutcomeRetried, OutcomeDeadLettered} {
+	for i, o := range []Outcome{OutcomeHandled, OutcomeDuplicate, OutcomeRetried, OutcomeDeadLettered, OutcomeSkipped} {
 		c.outcomes[i] = newAttrOpts(g, t, MetricAttrOutcome.String(string(o)))
 	}
 	actual, _ := m.consumers.LoadOrStore(k, c)
@@ -187,6 +187,8 @@ func outcomeIndex(o Outcome) int {
 		return 2
 	case OutcomeDeadLettered:
 		return 3
+	case OutcomeSkipped:
+		return 4
 	}
 	return -1
 }

@@ -91,6 +91,7 @@ func TestMetricsCountExactly(t *testing.T) {
 	c.Event(ctx, OutcomeRetried)
 	c.Event(ctx, OutcomeDeadLettered)
 	c.Event(ctx, OutcomeDuplicate)
+	c.Event(ctx, OutcomeSkipped)
 	c.Event(ctx, Outcome("odd")) // not prepared, still counted
 	m.Consumer("shipping", "orders").Event(ctx, OutcomeHandled)
 	c.HandlerDuration(ctx, 30*time.Millisecond)
@@ -116,6 +117,7 @@ func TestMetricsCountExactly(t *testing.T) {
 		"group=payment,outcome=retried,topic=orders":       1,
 		"group=payment,outcome=dead_lettered,topic=orders": 1,
 		"group=payment,outcome=duplicate,topic=orders":     1,
+		"group=payment,outcome=skipped,topic=orders":       1,
 		"group=payment,outcome=odd,topic=orders":           1,
 		"group=shipping,outcome=handled,topic=orders":      1,
 	})

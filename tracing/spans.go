@@ -45,17 +45,20 @@ const (
 	EventDeadLetter = "choreo.dead_letter" // RecordDeadLetter: the record was written to a dead-letter topic
 )
 
-// Outcome is what the consumer did with a record. It is the choreo.outcome
-// attribute of the process span and the outcome attribute of the
-// choreo.consumer.events metric.
+// Outcome is what the consumer did with a record in the end. It is the
+// choreo.outcome attribute of the process span and the outcome attribute of
+// the choreo.consumer.events metric. A record consumed from a topic gets one
+// outcome, once: attempts that failed and were retried in place before the
+// outcome are span events (RecordRetry), not outcomes.
 type Outcome string
 
 // The outcomes of processing one record.
 const (
-	OutcomeHandled      Outcome = "handled"       // the handler succeeded
+	OutcomeHandled      Outcome = "handled"       // the handler succeeded (perhaps after in-place retries)
 	OutcomeDuplicate    Outcome = "duplicate"     // already processed: skipped without running the handler
-	OutcomeRetried      Outcome = "retried"       // the handler failed; the record will be retried (in place or via a retry topic)
+	OutcomeRetried      Outcome = "retried"       // the handler failed; the record was forwarded to a retry topic
 	OutcomeDeadLettered Outcome = "dead_lettered" // written to the dead-letter topic
+	OutcomeSkipped      Outcome = "skipped"       // no handler for its type, and the consumer skips such records
 )
 
 var (
