@@ -7,6 +7,7 @@ import (
 
 	"github.com/choreokit/choreo"
 	"github.com/choreokit/choreo/dlq"
+	"github.com/choreokit/choreo/tracing"
 )
 
 // deadLetter sends d to the service's dead-letter topic and reports whether
@@ -41,7 +42,10 @@ func (rt *runtime) deadLetter(d *delivery, cause error, first time.Time) bool {
 		err := rt.dlqWriter.Write(d.part.ctx, c.cfg.deadLetterTopic, dl)
 		if err == nil {
 			c.stats.deadLettered.Add(1)
-			c.log.Warn("event dead-lettered", "topic", d.rec.Topic, "partition", d.rec.Partition, "offset", d.rec.Offset,
+			d.outcome, d.err = tracing.OutcomeDeadLettered, cause
+			tracing.RecordDeadLetter(d.ctx, c.cfg.deadLetterTopic, dl.Error.Kind)
+			d.metrics.DeadLetter(d.ctx, dl.Error.Kind)
+			c.log.WarnContext(d.ctx, "event dead-lettered", "topic", d.rec.Topic, "partition", d.rec.Partition, "offset", d.rec.Offset,
 				"kind", dl.Error.Kind, "dlq", c.cfg.deadLetterTopic, "err", cause)
 			return true
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/choreokit/choreo"
+	"github.com/choreokit/choreo/tracing"
 )
 
 // metadataView is the event metadata read from a record's headers.
@@ -54,19 +55,26 @@ func (d *delivery) readMetadata() error {
 // so a retrying key never holds up other keys.
 func (rt *runtime) handle(d *delivery) (done bool, retryIn time.Duration) {
 	c := rt.c
-	if d.route == nil {
+	if d.span == nil {
+		d.ctx, d.span = tracing.StartProcess(d.part.ctx, d.rec, c.group)
 		if err := rt.prepare(d); err != nil {
 			d.first = time.Now()
 			return rt.deadLetter(d, err, d.first), 0
 		}
 		if d.route == nil { // unknown type, skipped
 			c.stats.skipped.Add(1)
+			d.outcome = tracing.OutcomeSkipped
 			return true, 0
 		}
+		d.ctx = choreo.WithMetadata(d.ctx, d.md)
 	}
 	d.attempt++
-	err := rt.attempt(d, d.route)
+	dup, err := rt.attempt(d, d.route)
 	if err == nil {
+		d.outcome = tracing.OutcomeHandled
+		if dup {
+			d.outcome = tracing.OutcomeDuplicate
+		}
 		return true, 0
 	}
 	if d.first.IsZero() {
@@ -95,7 +103,8 @@ func (rt *runtime) handle(d *delivery) (done bool, retryIn time.Duration) {
 		wait = time.Nanosecond
 	}
 	c.stats.retried.Add(1)
-	c.log.Debug("handler failed; retrying", "topic", d.rec.Topic, "partition", d.rec.Partition,
+	tracing.RecordRetry(d.ctx, d.attempt, err)
+	c.log.DebugContext(d.ctx, "handler failed; retrying", "topic", d.rec.Topic, "partition", d.rec.Partition,
 		"offset", d.rec.Offset, "attempt", d.attempt, "wait", wait, "err", err)
 	return false, wait
 }
@@ -138,27 +147,47 @@ func (rt *runtime) exhausted(d *delivery, err error, first time.Time) bool {
 		Err: fmt.Errorf("%d attempts failed, last: %w", total, err)}, first)
 }
 
-// attempt runs the handler once through the idempotency store. A duplicate
-// is a success.
-func (rt *runtime) attempt(d *delivery, r *route) error {
+// attempt runs the handler once through the idempotency store; dup
+// reports a record skipped as already processed.
+func (rt *runtime) attempt(d *delivery, r *route) (dup bool, err error) {
 	c := rt.c
-	ctx := choreo.WithMetadata(d.part.ctx, d.md)
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.handlerTimeout)
+	ctx, cancel := context.WithTimeout(d.ctx, c.cfg.handlerTimeout)
 	defer cancel()
-	dup, err := c.cfg.store.Process(ctx, c.group, d.md.ID, func(ctx context.Context) error {
+	start := time.Now()
+	dup, err = c.cfg.store.Process(ctx, c.group, d.md.ID, func(ctx context.Context) error {
 		return invoke(ctx, r, d)
 	})
 	switch {
 	case dup:
 		c.stats.duplicates.Add(1)
-		return nil
+		return true, nil
 	case err == nil:
+		d.metrics.HandlerDuration(ctx, time.Since(start))
 		c.stats.handled.Add(1)
-		return nil
+		return false, nil
 	case errors.Is(ctx.Err(), context.DeadlineExceeded) && d.part.ctx.Err() == nil && choreo.KindOf(err) == choreo.KindRetryable:
-		return &choreo.Error{Kind: choreo.KindTimeout, Err: fmt.Errorf("handler ran past its %v deadline: %w", c.cfg.handlerTimeout, err)}
+		err = &choreo.Error{Kind: choreo.KindTimeout, Err: fmt.Errorf("handler ran past its %v deadline: %w", c.cfg.handlerTimeout, err)}
 	}
-	return err
+	d.metrics.HandlerDuration(ctx, time.Since(start))
+	return false, err
+}
+
+// end closes the delivery's span and counts its outcome.
+func (rt *runtime) end(d *delivery, done bool) {
+	if d.span == nil {
+		return
+	}
+	outcome := d.outcome
+	if !done {
+		outcome = ""
+		if d.err == nil {
+			d.err = d.part.ctx.Err()
+		}
+	} else {
+		d.metrics.Event(d.ctx, outcome)
+	}
+	tracing.EndProcess(d.span, outcome, d.err)
+	d.span = nil
 }
 
 // invoke calls the route's handler, turning a panic into an error.

@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 )
 
 // partition tracks the records of one assigned partition that the consumer
@@ -15,6 +16,8 @@ import (
 type partition struct {
 	topic string
 	id    int32
+
+	highWatermark atomic.Int64 // of the last fetch, for the lag metric
 
 	// ctx is cancelled when the partition is lost, or when the consumer
 	// gives up waiting for its handlers on revoke or shutdown.

@@ -11,6 +11,7 @@ import (
 	"github.com/choreokit/choreo"
 	"github.com/choreokit/choreo/idempotency"
 	"github.com/choreokit/choreo/schema"
+	"github.com/choreokit/choreo/tracing"
 )
 
 // UnknownType says what to do with a record whose ce_type has no handler on
@@ -46,6 +47,7 @@ type config struct {
 	deadLetterTopic  string
 	provision        bool
 	redact           []string
+	metrics          *tracing.Metrics
 }
 
 func defaults() config {
@@ -205,3 +207,7 @@ func NoProvisioning() Option { return func(c *config) { c.provision = false } }
 func RedactHeaders(names ...string) Option {
 	return func(c *config) { c.redact = append(c.redact, names...) }
 }
+
+// Metrics sets the instruments the consumer records to (default: built
+// from the global meter provider when Run starts; see tracing.Setup).
+func Metrics(m *tracing.Metrics) Option { return func(c *config) { c.metrics = m } }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/choreokit/choreo"
 	"github.com/choreokit/choreo/dlq"
+	"github.com/choreokit/choreo/tracing"
 )
 
 // retryTopicName names the retry topic of a tier: <group>.retry.<n>-<delay>.
@@ -128,7 +129,9 @@ func (rt *runtime) forward(d *delivery, cause error, tier int) bool {
 		err := rt.cl.ProduceSync(d.part.ctx, rec).FirstErr()
 		if err == nil {
 			c.stats.forwarded.Add(1)
-			c.log.Info("event forwarded to retry topic", "topic", d.rec.Topic, "partition", d.rec.Partition,
+			d.outcome, d.err = tracing.OutcomeRetried, cause
+			tracing.RecordForward(d.ctx, topic, attempts)
+			c.log.InfoContext(d.ctx, "event forwarded to retry topic", "topic", d.rec.Topic, "partition", d.rec.Partition,
 				"offset", d.rec.Offset, "retry_topic", topic, "attempt", attempts, "not_before", notBefore, "err", cause)
 			return true
 		}

@@ -11,9 +11,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/choreokit/choreo"
 	"github.com/choreokit/choreo/dlq"
+	"github.com/choreokit/choreo/tracing"
 )
 
 type topicPartition struct {
@@ -42,6 +44,12 @@ type delivery struct {
 	attempt int // handler attempts in this delivery
 	md      metadataView
 
+	ctx     context.Context // the process span's context, with metadata once read
+	span    trace.Span
+	metrics *tracing.ConsumerMetrics
+	outcome tracing.Outcome
+	err     error // the failure that decided the outcome
+
 	route   *route                      // its handler, once prepared
 	first   time.Time                   // first failure
 	backoff *backoff.ExponentialBackOff // in-process retry delays, from the first retry on
@@ -53,6 +61,7 @@ type delivery struct {
 
 // runtime is the state of one Run.
 type runtime struct {
+	metrics   *tracing.Metrics
 	c         *Consumer
 	cl        *kgo.Client
 	dlqWriter *dlq.Writer
@@ -102,6 +111,19 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	rt.handlerBase, rt.cancelHandler = context.WithCancel(context.WithoutCancel(ctx))
 	defer rt.cancelHandler()
+	rt.metrics = c.cfg.metrics
+	if rt.metrics == nil {
+		m, err := tracing.NewMetrics(nil)
+		if err != nil {
+			return fmt.Errorf("consumer: %w", err)
+		}
+		rt.metrics = m
+	}
+	lagReg, err := rt.metrics.RegisterLag(c.group, rt.lag)
+	if err != nil {
+		return fmt.Errorf("consumer: %w", err)
+	}
+	defer func() { _ = lagReg.Unregister() }()
 
 	opts, err := c.conn.ClientOptions()
 	if err != nil {
@@ -219,6 +241,9 @@ func (rt *runtime) pollLoop(ctx context.Context) {
 func (rt *runtime) dispatchPartition(p kgo.FetchTopicPartition) {
 	tier, isRetry := rt.c.retryTier[p.Topic]
 	now := time.Now()
+	if len(p.Records) > 0 {
+		rt.partitionOf(p.Records[0]).highWatermark.Store(p.HighWatermark)
+	}
 	for _, r := range p.Records {
 		if isRetry {
 			if nb, ok := notBefore(r); ok && nb.After(now) {
@@ -271,7 +296,8 @@ func (rt *runtime) partitionOf(r *kgo.Record) *partition {
 func (rt *runtime) dispatch(r *kgo.Record, tier int) {
 	c := rt.c
 	p := rt.partitionOf(r)
-	d := &delivery{rec: r, part: p, seq: p.track(r.Offset), tier: tier}
+	d := &delivery{rec: r, part: p, seq: p.track(r.Offset), tier: tier, metrics: rt.metrics.Consumer(c.group, r.Topic)}
+	d.metrics.InFlight(rt.handlerBase, 1)
 	n := c.stats.inFlight.Add(1)
 	c.stats.inFlightBytes.Add(int64(len(r.Value)))
 	for {
@@ -344,7 +370,11 @@ func (rt *runtime) process(d *delivery) (retryIn time.Duration) {
 		if retryIn > 0 {
 			return retryIn
 		}
+		rt.end(d, done)
+	} else if d.span != nil {
+		rt.end(d, false) // given up between retries
 	}
+	d.metrics.InFlight(rt.handlerBase, -1)
 	c := rt.c
 	c.stats.inFlight.Add(-1)
 	c.stats.inFlightBytes.Add(-int64(len(d.rec.Value)))
@@ -447,6 +477,23 @@ func (rt *runtime) release(tps map[string][]int32, wait time.Duration, commit bo
 		p.cancel()
 	}
 	return err
+}
+
+// lag reports, per live partition, the records between the next offset to
+// commit and the high watermark of the last fetch.
+func (rt *runtime) lag() []tracing.Lag {
+	rt.partsMu.Lock()
+	defer rt.partsMu.Unlock()
+	out := make([]tracing.Lag, 0, len(rt.parts))
+	for _, p := range rt.parts {
+		hw := p.highWatermark.Load()
+		off, _ := p.toCommit()
+		if hw <= 0 || off < 0 {
+			continue
+		}
+		out = append(out, tracing.Lag{Topic: p.topic, Partition: p.id, Lag: max(hw-off, 0)})
+	}
+	return out
 }
 
 // commitLoop commits done offsets every CommitInterval.
