@@ -29,7 +29,7 @@
 //   - process <topic> (CONSUMER): StartProcess extracts the producer's
 //     context from the headers and starts the span as its child, with a link
 //     to it as well. EndProcess records the outcome (handled, duplicate,
-//     retried, dead_lettered) and the error.
+//     retried, dead_lettered, skipped) and the error.
 //   - retries, forwards to a retry topic and dead letters are events on the
 //     process span: RecordRetry, RecordForward, RecordDeadLetter.
 //
@@ -42,7 +42,7 @@
 // # Metrics
 //
 // Metrics holds the toolkit's instruments (choreo.consumer.*,
-// choreo.producer.*, choreo.dlq.*); NewPrometheus serves them on /metrics.
+// choreo.producer.*, choreo.dlq.*); PrometheusHandler serves them on /metrics.
 //
 // The names, attributes and alerts are described in docs/OBSERVABILITY.md.
 package tracing
