@@ -30,8 +30,12 @@ const envChild = "CHOREO_CONSUMER_TEST_CHILD"
 // TestMain lets a test run a consumer in a child process (the test binary
 // itself) so that it can be killed with SIGKILL.
 func TestMain(m *testing.M) {
-	if os.Getenv(envChild) == "1" {
-		if err := childConsumer(); err != nil {
+	if role := os.Getenv(envChild); role != "" {
+		run := childConsumer
+		if role != "1" {
+			run = func() error { return childService(role) }
+		}
+		if err := run(); err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
 			os.Exit(1)
 		}
