@@ -15,6 +15,7 @@ import (
 
 	"github.com/choreokit/choreo"
 	"github.com/choreokit/choreo/consumer"
+	"github.com/choreokit/choreo/dlq"
 	"github.com/choreokit/choreo/kafkatest"
 )
 
@@ -75,6 +76,17 @@ func TestHandleDeliversTypedEventsWithMetadata(t *testing.T) {
 	}
 	if got := h.committed(c.Group()); sum(got) != 50 {
 		t.Errorf("committed offsets %v sum to %d; want 50", got, sum(got))
+	}
+	// The service's own topics were provisioned like its source topic.
+	own := append([]string{dlq.Topic(c.Group())}, fmt.Sprintf("%s.retry.1-10s", c.Group()), fmt.Sprintf("%s.retry.3-10m", c.Group()))
+	td, err := h.cluster.Admin().ListTopics(context.Background(), own...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range own {
+		if d := td[name]; d.Err != nil || len(d.Partitions) != 3 {
+			t.Errorf("topic %s: %d partitions (%v); want 3, as the source", name, len(d.Partitions), d.Err)
+		}
 	}
 }
 

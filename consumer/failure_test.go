@@ -157,6 +157,7 @@ func TestPoisonCorpusIsDeadLetteredOnce(t *testing.T) {
 	offsetOf := map[int64]poison{}
 	for i, p := range poisons {
 		p.rec.Topic, p.rec.Key = h.topic, []byte("k")
+		p.rec.Headers = append(p.rec.Headers, kgo.RecordHeader{Key: "authorization", Value: []byte("Bearer s3cret")})
 		res, err := cl.ProduceSync(ctx, p.rec).First()
 		if err != nil {
 			t.Fatalf("produce %s: %v", p.name, err)
@@ -168,6 +169,7 @@ func TestPoisonCorpusIsDeadLetteredOnce(t *testing.T) {
 	}
 
 	c := h.consumer(group, consumer.MaxValueBytes(maxValue), consumer.HandlerTimeout(300*time.Millisecond),
+		consumer.RedactHeaders("Authorization"),
 		consumer.BlockingRetries(), consumer.Retry(consumer.RetryPolicy{MaxAttempts: 3, InitialInterval: 5 * time.Millisecond,
 			MaxInterval: 10 * time.Millisecond, Multiplier: 2}))
 	var mu sync.Mutex
@@ -221,6 +223,11 @@ func TestPoisonCorpusIsDeadLetteredOnce(t *testing.T) {
 		}
 		if string(dl.Original.Value) != string(p.rec.Value) {
 			t.Errorf("%s: original value not kept whole", p.name)
+		}
+		for _, hd := range dl.Original.Headers {
+			if hd.Key == "authorization" && string(hd.Value) != dlq.Redacted {
+				t.Errorf("%s: authorization header kept as %q; want it redacted", p.name, hd.Value)
+			}
 		}
 		wantAttempts := int32(1)
 		if p.kind == choreo.KindRetriesExhausted {

@@ -1,12 +1,12 @@
 package consumer
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/choreokit/choreo"
@@ -121,33 +121,15 @@ func (rt *runtime) forward(d *delivery, cause error, tier int) bool {
 	add(choreo.HeaderErrorKind, string(choreo.KindOf(cause)))
 	add(choreo.HeaderErrorMessage, msg)
 
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 100 * time.Millisecond
-	b.MaxInterval = 10 * time.Second
-	b.MaxElapsedTime = 0
-	for {
-		err := rt.cl.ProduceSync(d.part.ctx, rec).FirstErr()
-		if err == nil {
-			c.stats.forwarded.Add(1)
-			d.outcome, d.err = tracing.OutcomeRetried, cause
-			tracing.RecordForward(d.ctx, topic, attempts)
-			c.log.InfoContext(d.ctx, "event forwarded to retry topic", "topic", d.rec.Topic, "partition", d.rec.Partition,
-				"offset", d.rec.Offset, "retry_topic", topic, "attempt", attempts, "not_before", notBefore, "err", cause)
-			return true
-		}
-		if d.part.ctx.Err() != nil {
-			return false
-		}
-		c.stats.writeFailures.Add(1)
-		wait := b.NextBackOff()
-		c.log.Error("forward to retry topic failed; the partition will not commit past this record until it succeeds",
-			"retry_topic", topic, "retry_in", wait, "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-d.part.ctx.Done():
-			t.Stop()
-			return false
-		}
+	if !rt.writeUntilAcked(d, "retry-topic forward", topic, func(ctx context.Context) error {
+		return rt.cl.ProduceSync(ctx, rec).FirstErr()
+	}) {
+		return false
 	}
+	c.stats.forwarded.Add(1)
+	d.outcome, d.err = tracing.OutcomeRetried, cause
+	tracing.RecordForward(d.ctx, topic, attempts)
+	c.log.InfoContext(d.ctx, "event forwarded to retry topic", "topic", d.rec.Topic, "partition", d.rec.Partition,
+		"offset", d.rec.Offset, "retry_topic", topic, "attempt", attempts, "not_before", notBefore, "err", cause)
+	return true
 }

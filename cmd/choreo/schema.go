@@ -92,15 +92,7 @@ func runSchemaCheck(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	if err := reg.CheckCompatible(ctx, a.subject, s); err != nil {
-		var inc *schema.IncompatibleError
-		if errors.As(err, &inc) {
-			fmt.Fprintf(stdout, "%s is NOT compatible with subject %s:\n", a.file, a.subject)
-			for _, r := range inc.Reasons {
-				fmt.Fprintf(stdout, "  - %s\n", r)
-			}
-			return exitError{1, fmt.Errorf("%s: incompatible with %s", a.file, a.subject)}
-		}
-		return err
+		return a.explain(stdout, "is NOT compatible with subject", err)
 	}
 	fmt.Fprintf(stdout, "%s (%s) is compatible with subject %s\n", a.file, s.FullName(), a.subject)
 	return nil
@@ -117,16 +109,22 @@ func runSchemaRegister(ctx context.Context, args []string, stdout, stderr io.Wri
 	}
 	id, err := reg.Register(ctx, a.subject, s)
 	if err != nil {
-		var inc *schema.IncompatibleError
-		if errors.As(err, &inc) {
-			fmt.Fprintf(stdout, "%s was NOT registered under %s:\n", a.file, a.subject)
-			for _, r := range inc.Reasons {
-				fmt.Fprintf(stdout, "  - %s\n", r)
-			}
-			return exitError{1, fmt.Errorf("%s: incompatible with %s", a.file, a.subject)}
-		}
-		return err
+		return a.explain(stdout, "was NOT registered under", err)
 	}
 	fmt.Fprintf(stdout, "registered %s (%s) under %s with id %d\n", a.file, s.FullName(), a.subject, id)
 	return nil
+}
+
+// explain prints the reasons of an incompatibility and returns the error
+// for exit status 1; other errors pass through.
+func (a schemaArgs) explain(stdout io.Writer, what string, err error) error {
+	var inc *schema.IncompatibleError
+	if !errors.As(err, &inc) {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s %s %s:\n", a.file, what, a.subject)
+	for _, r := range inc.Reasons {
+		fmt.Fprintf(stdout, "  - %s\n", r)
+	}
+	return exitError{1, fmt.Errorf("%s: incompatible with %s", a.file, a.subject)}
 }
