@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
@@ -153,9 +154,12 @@ func spanName(op, topic string) string {
 // the record (Inject), so that the consumer's process span is a child of
 // this send span. End the span with EndSend when the broker has answered.
 func StartSend(ctx context.Context, rec *kgo.Record) (context.Context, trace.Span) {
-	var buf [8]attribute.KeyValue
-	attrs := messageAttrs(append(buf[:0], attrSystem, attrOpSend, attrTypeSend), rec)
-	return tracer().Start(ctx, spanName("send", rec.Topic), sendKind, trace.WithAttributes(attrs...))
+	ctx, span := tracer().Start(ctx, spanName("send", rec.Topic), sendKind)
+	if span.IsRecording() { // attributes cost: build them only for a span that keeps them
+		var buf [8]attribute.KeyValue
+		span.SetAttributes(messageAttrs(append(buf[:0], attrSystem, attrOpSend, attrTypeSend), rec)...)
+	}
+	return ctx, span
 }
 
 // EndSend ends a span from StartSend with the broker's answer for rec: on
@@ -192,27 +196,61 @@ func EndSend(span trace.Span, rec *kgo.Record, err error) {
 // one, and the record's topic, partition and offset for logs
 // (ContextWithRecord). End the span with EndProcess.
 func StartProcess(ctx context.Context, rec *kgo.Record, group string) (context.Context, trace.Span) {
-	ctx = Extract(ctx, rec)
-	if cid := header(rec, choreo.HeaderCorrelationID); cid != "" {
-		ctx = withCorrelationBaggage(ctx, cid)
+	prop := otel.GetTextMapPropagator()
+	ctx = prop.Extract(ctx, HeaderCarrier{Record: rec})
+	if propagatesBaggage(prop) {
+		if cid := header(rec, choreo.HeaderCorrelationID); cid != "" {
+			ctx = withCorrelationBaggage(ctx, cid)
+		}
 	}
 	ctx = ContextWithRecord(ctx, rec)
 
-	var buf [12]attribute.KeyValue
-	attrs := append(buf[:0], attrSystem, attrOpProc, attrTypeProc)
-	attrs = messageAttrs(attrs, rec)
-	if group != "" {
-		attrs = append(attrs, semconv.MessagingConsumerGroupName(group))
-	}
-	attrs = append(attrs,
-		semconv.MessagingDestinationPartitionID(strconv.FormatInt(int64(rec.Partition), 10)),
-		semconv.MessagingKafkaOffset(int(rec.Offset)),
-	)
-	opts := []trace.SpanStartOption{processKind, trace.WithAttributes(attrs...)}
+	opts := []trace.SpanStartOption{processKind}
 	if remote := trace.SpanContextFromContext(ctx); remote.IsValid() && remote.IsRemote() {
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: remote}))
 	}
-	return tracer().Start(ctx, spanName("process", rec.Topic), opts...)
+	ctx, span := tracer().Start(ctx, spanName("process", rec.Topic), opts...)
+	if span.IsRecording() { // attributes cost: build them only for a span that keeps them
+		var buf [12]attribute.KeyValue
+		attrs := append(buf[:0], attrSystem, attrOpProc, attrTypeProc)
+		attrs = messageAttrs(attrs, rec)
+		if group != "" {
+			attrs = append(attrs, semconv.MessagingConsumerGroupName(group))
+		}
+		attrs = append(attrs,
+			semconv.MessagingDestinationPartitionID(strconv.FormatInt(int64(rec.Partition), 10)),
+			semconv.MessagingKafkaOffset(int(rec.Offset)),
+		)
+		span.SetAttributes(attrs...)
+	}
+	return ctx, span
+}
+
+type propagatorEntry struct {
+	prop    propagation.TextMapPropagator
+	baggage bool
+}
+
+var propagatorCache atomic.Pointer[propagatorEntry]
+
+// propagatesBaggage reports whether prop writes the baggage header, so
+// that correlation baggage is built only when it can travel on. The answer
+// is cached while the global propagator stays the same.
+func propagatesBaggage(prop propagation.TextMapPropagator) bool {
+	if e := propagatorCache.Load(); e != nil && samePropagator(e.prop, prop) {
+		return e.baggage
+	}
+	has := false
+	for _, f := range prop.Fields() {
+		has = has || f == choreo.HeaderBaggage
+	}
+	propagatorCache.Store(&propagatorEntry{prop, has})
+	return has
+}
+
+func samePropagator(a, b propagation.TextMapPropagator) bool {
+	ta := reflect.TypeOf(a)
+	return ta == reflect.TypeOf(b) && ta.Comparable() && a == b
 }
 
 // withCorrelationBaggage sets the correlation_id baggage member. A value
