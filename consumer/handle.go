@@ -16,23 +16,38 @@ type metadataView = choreo.Metadata
 // readMetadata reads the ce_ headers. ce_id and ce_type are required: the
 // first is the idempotency key, the second picks the handler.
 func (d *delivery) readMetadata() error {
-	var md choreo.Metadata
-	for _, h := range d.rec.Headers {
-		switch h.Key {
-		case choreo.HeaderID:
-			md.ID = string(h.Value)
-		case choreo.HeaderType:
-			md.Type = string(h.Value)
-		case choreo.HeaderSource:
-			md.Source = string(h.Value)
-		case choreo.HeaderTime:
-			if t, err := time.Parse(time.RFC3339Nano, string(h.Value)); err == nil {
-				md.Time = t
-			}
-		case choreo.HeaderCorrelationID:
-			md.CorrelationID = string(h.Value)
-		case choreo.HeaderCausationID:
-			md.CausationID = string(h.Value)
+	// One string holds every value read, so the metadata costs one
+	// allocation instead of one per header.
+	var idx [6]int // header index per field, -1 when absent
+	n := 0
+	for i := range idx {
+		idx[i] = -1
+	}
+	for i, h := range d.rec.Headers {
+		f := metadataField(h.Key)
+		if f >= 0 {
+			idx[f] = i
+			n += len(h.Value)
+		}
+	}
+	buf := make([]byte, 0, n)
+	var bounds [6][2]int
+	for f, i := range idx {
+		if i >= 0 {
+			start := len(buf)
+			buf = append(buf, d.rec.Headers[i].Value...)
+			bounds[f] = [2]int{start, len(buf)}
+		}
+	}
+	all := string(buf)
+	field := func(f int) string { return all[bounds[f][0]:bounds[f][1]] }
+	md := choreo.Metadata{
+		ID: field(0), Type: field(1), Source: field(2),
+		CorrelationID: field(4), CausationID: field(5),
+	}
+	if ts := field(3); ts != "" {
+		if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+			md.Time = t
 		}
 	}
 	d.md = md
@@ -46,6 +61,25 @@ func (d *delivery) readMetadata() error {
 		d.md.CorrelationID = md.ID
 	}
 	return nil
+}
+
+// metadataField maps a ce_ header to its place in readMetadata, or -1.
+func metadataField(key string) int {
+	switch key {
+	case choreo.HeaderID:
+		return 0
+	case choreo.HeaderType:
+		return 1
+	case choreo.HeaderSource:
+		return 2
+	case choreo.HeaderTime:
+		return 3
+	case choreo.HeaderCorrelationID:
+		return 4
+	case choreo.HeaderCausationID:
+		return 5
+	}
+	return -1
 }
 
 // handle takes a delivery through checks, the idempotency store and one
