@@ -185,8 +185,8 @@ func (rt *runtime) exhausted(d *delivery, err error, first time.Time) bool {
 // reports a record skipped as already processed.
 func (rt *runtime) attempt(d *delivery, r *route) (dup bool, err error) {
 	c := rt.c
-	ctx, cancel := context.WithTimeout(d.ctx, c.cfg.handlerTimeout)
-	defer cancel()
+	ctx, release := withDeadline(d.ctx, time.Now().Add(c.cfg.handlerTimeout))
+	defer release()
 	start := time.Now()
 	dup, err = c.cfg.store.Process(ctx, c.group, d.md.ID, func(ctx context.Context) error {
 		return invoke(ctx, r, d)
