@@ -76,7 +76,7 @@ type Memory struct {
 	base       time.Time
 
 	mu      sync.Mutex
-	entries map[memKey]*memEntry // in-flight and processed events
+	scopes  map[string]map[string]*memEntry // scope → event id → in-flight or processed event
 	head    *memEntry            // oldest processed event
 	tail    *memEntry            // newest processed event
 	marks   int                  // processed events, the length of the head…tail list
@@ -86,7 +86,11 @@ type Memory struct {
 
 var _ Store = (*Memory)(nil)
 
-type memKey struct{ scope, id string }
+type memKey struct {
+	scope string
+	ids   map[string]*memEntry // the scope's map, so removal needs no second lookup
+	id    string
+}
 
 // memEntry is one event the store knows: either in flight (its handler is
 // running) or processed (marked, and linked into the list of marks ordered
@@ -123,7 +127,7 @@ func NewMemory(opts ...MemoryOption) *Memory {
 		m.base = m.now()
 		m.clock = func() time.Duration { return m.now().Sub(m.base) }
 	}
-	m.entries = make(map[memKey]*memEntry)
+	m.scopes = make(map[string]map[string]*memEntry)
 	return m
 }
 
@@ -146,11 +150,17 @@ func (m *Memory) Process(ctx context.Context, scope, id string, fn func(ctx cont
 		}
 
 		m.mu.Lock()
-		e := m.entries[k]
+		ids := m.scopes[scope]
+		if ids == nil {
+			ids = make(map[string]*memEntry)
+			m.scopes[scope] = ids
+		}
+		k.ids = ids
+		e := ids[id]
 		switch {
 		case e == nil:
 			e = m.alloc(k)
-			m.entries[k] = e
+			ids[id] = e
 		case e.processed:
 			if m.ttl <= 0 || !m.expired(e, m.clock()) {
 				m.mu.Unlock()
@@ -213,7 +223,7 @@ func (m *Memory) finish(e *memEntry, ok bool) {
 		e.waiting = 0
 	}
 	if !ok {
-		delete(m.entries, e.key)
+		delete(e.key.ids, e.key.id)
 		m.release(e)
 		return
 	}
@@ -239,7 +249,7 @@ func (m *Memory) trim(now time.Duration) {
 	for m.head != nil && (m.marks > m.maxEntries || m.expired(m.head, now)) {
 		e := m.head
 		m.unlink(e)
-		delete(m.entries, e.key)
+		delete(e.key.ids, e.key.id)
 		m.release(e)
 	}
 }
@@ -302,7 +312,7 @@ func (m *Memory) unlink(e *memEntry) {
 func (m *Memory) waiters(scope, id string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if e := m.entries[memKey{scope, id}]; e != nil {
+	if e := m.scopes[scope][id]; e != nil {
 		return e.waiting
 	}
 	return 0

@@ -154,7 +154,7 @@ func TestMemoryTTL(t *testing.T) {
 	clock.Advance(2 * time.Hour)
 	process(t, m, "g", "e3", nil, false)
 	m.mu.Lock()
-	entries, marks := len(m.entries), m.marks
+	entries, marks := m.entryCount(), m.marks
 	m.mu.Unlock()
 	if entries != 1 || marks != 1 {
 		t.Errorf("after expiry, the store holds %d entries and %d marks; want 1 and 1", entries, marks)
@@ -195,7 +195,7 @@ func TestMemoryBound(t *testing.T) {
 		t.Errorf("Len() = %d; want %d", got, want)
 	}
 	m.mu.Lock()
-	entries := len(m.entries)
+	entries := m.entryCount()
 	m.mu.Unlock()
 	if entries != 3 {
 		t.Errorf("the store holds %d entries; want 3", entries)
@@ -478,12 +478,12 @@ func TestMemoryReuse(t *testing.T) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(m.entries) != 2 || m.marks != 2 || m.nfree > maxFree {
-		t.Errorf("entries %d, marks %d, free %d; want 2, 2, at most %d", len(m.entries), m.marks, m.nfree, maxFree)
+	if m.entryCount() != 2 || m.marks != 2 || m.nfree > maxFree {
+		t.Errorf("entries %d, marks %d, free %d; want 2, 2, at most %d", m.entryCount(), m.marks, m.nfree, maxFree)
 	}
 	n := 0
 	for e := m.head; e != nil; e = e.next {
-		if !e.processed || m.entries[e.key] != e {
+		if !e.processed || m.scopes[e.key.scope][e.key.id] != e {
 			t.Errorf("list entry %+v is not the processed entry of its key", e.key)
 		}
 		n++
@@ -546,4 +546,13 @@ func BenchmarkMemoryProcess(b *testing.B) {
 			}
 		})
 	})
+}
+
+// entryCount counts the entries of every scope; the caller holds m.mu.
+func (m *Memory) entryCount() int {
+	n := 0
+	for _, ids := range m.scopes {
+		n += len(ids)
+	}
+	return n
 }
