@@ -67,15 +67,15 @@ type Producer struct {
 	metrics  *tracing.Metrics
 	now      func() time.Time
 
-	ids sync.Map // idKey → int: schema id per subject and schema
+	ids sync.Map // idKey → int: schema id per topic and schema
 
 	mu     sync.RWMutex
 	closed bool
 }
 
 type idKey struct {
-	subject string
-	schema  *schema.Schema
+	topic  string
+	schema *schema.Schema
 }
 
 type config struct {
@@ -217,11 +217,11 @@ func (p *Producer) check(ctx context.Context, topic string, ev schema.Event) err
 // schemaID returns the registry id of s under topic's subject, registering
 // it in development mode.
 func (p *Producer) schemaID(ctx context.Context, topic string, s *schema.Schema) (int, error) {
-	subject := p.subject(topic, s)
-	k := idKey{subject, s}
+	k := idKey{topic, s} // the subject is a function of both
 	if id, ok := p.ids.Load(k); ok {
 		return id.(int), nil
 	}
+	subject := p.subject(topic, s)
 	var id int
 	var err error
 	if p.register {
