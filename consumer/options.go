@@ -116,7 +116,10 @@ func WithOrdering(o Ordering) Option { return func(c *config) { c.ordering = o }
 // At the cap the consumer stops fetching.
 func MaxInFlight(n int) Option { return func(c *config) { c.maxInFlight = n } }
 
-// MaxInFlightBytes caps the value bytes of records in flight (default 64 MiB).
+// MaxInFlightBytes caps the value bytes of records in flight (default 64
+// MiB). It also sizes the client's fetches (a 64th of it, 1 to 16 MiB),
+// since what is fetched ahead is memory too; kgo.FetchMaxBytes through
+// ClientOptions overrides that.
 func MaxInFlightBytes(n int64) Option { return func(c *config) { c.maxInFlightBytes = n } }
 
 // MaxValueBytes sets the largest value the consumer will decode (default 8

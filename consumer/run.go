@@ -152,6 +152,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		kgo.OnPartitionsAssigned(rt.onAssigned),
 		kgo.OnPartitionsRevoked(rt.onRevoked),
 		kgo.OnPartitionsLost(rt.onLost),
+		// What the client fetches ahead is memory too: bound it by the
+		// in-flight byte cap rather than franz-go's default of 50 MiB per
+		// broker.
+		kgo.FetchMaxBytes(fetchMaxBytes(c.cfg.maxInFlightBytes)),
 	)
 	opts = append(opts, c.cfg.kgoOpts...)
 	cl, err := kgo.NewClient(opts...)
@@ -197,6 +201,16 @@ func (c *Consumer) Run(ctx context.Context) error {
 	cl.Close()
 	c.stats.joined.Store(false)
 	return err
+}
+
+// fetchMaxBytes is the most one fetch response may hold: a 64th of the
+// in-flight byte cap, between 1 and 16 MiB. Compressed batches grow
+// several times when decompressed, the client buffers a response per
+// broker, and a record in flight keeps its whole batch alive; with the
+// default cap (64 MiB) this is 1 MiB, which keeps a consumer of a large
+// backlog well under 200 MB without costing throughput (docs/PERFORMANCE.md).
+func fetchMaxBytes(inFlight int64) int32 {
+	return int32(min(max(inFlight/64, 1<<20), 16<<20))
 }
 
 // pollLoop fetches and dispatches records until ctx ends or the client

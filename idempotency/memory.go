@@ -3,6 +3,7 @@ package idempotency
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -159,8 +160,11 @@ func (m *Memory) Process(ctx context.Context, scope, id string, fn func(ctx cont
 		e := ids[id]
 		switch {
 		case e == nil:
+			// Keep a copy: id may be a slice of a larger string (a record's
+			// headers) that the mark would otherwise keep alive for its TTL.
+			k.id = strings.Clone(id)
 			e = m.alloc(k)
-			ids[id] = e
+			ids[k.id] = e
 		case e.processed:
 			if m.ttl <= 0 || !m.expired(e, m.clock()) {
 				m.mu.Unlock()
