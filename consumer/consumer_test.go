@@ -441,3 +441,34 @@ func TestLiveAndReady(t *testing.T) {
 		t.Errorf("stopped consumer: ready %v live %v; want neither", c.Ready(), c.Live())
 	}
 }
+
+// TestShutdownDuringBackOffIsPrompt stops a consumer while a record waits
+// out a long retry back-off: Run returns at once and the record stays
+// uncommitted, to be handled again later.
+func TestShutdownDuringBackOffIsPrompt(t *testing.T) {
+	h := newHarness(t, 1)
+	h.publish(1, func(int) string { return "k" })
+	group := kafkatest.Group(t)
+	c := h.consumer(group, consumer.BlockingRetries(),
+		consumer.Retry(consumer.RetryPolicy{MaxAttempts: 5, InitialInterval: time.Minute, MaxInterval: time.Minute, Multiplier: 1}))
+	var calls atomic.Int64
+	consumer.Handle(c, h.topic, func(context.Context, consumer.Event[OrderPlaced]) error {
+		calls.Add(1)
+		return errors.New("unavailable")
+	})
+	stop := running(t, c)
+	eventually(t, 30*time.Second, "a failed attempt", func() bool { return c.Stats().Retried == 1 })
+	start := time.Now()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("Run took %v to return during a one-minute back-off", took)
+	}
+	if got := h.committed(group)[0]; got != 0 {
+		t.Errorf("committed %d; want 0: the record in back-off is not done", got)
+	}
+	if calls.Load() != 1 {
+		t.Errorf("handler called %d times; want 1", calls.Load())
+	}
+}

@@ -241,6 +241,28 @@ func TestMetricsCountOutcomesExactly(t *testing.T) {
 		s := c.Stats()
 		return s.Handled == 8 && s.Duplicates == 2 && s.DeadLettered == 2
 	})
+	// While it runs, the lag gauge reports the source partition, caught up.
+	eventually(t, 10*time.Second, "lag 0 reported for the source partition", func() bool {
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(ctx, &rm); err != nil {
+			t.Fatal(err)
+		}
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				g, ok := m.Data.(metricdata.Gauge[int64])
+				if m.Name != "choreo.consumer.lag" || !ok {
+					continue
+				}
+				for _, dp := range g.DataPoints {
+					topic, _ := dp.Attributes.Value("topic")
+					if topic.AsString() == h.topic && dp.Value == 0 {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	})
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
