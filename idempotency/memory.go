@@ -76,13 +76,13 @@ type Memory struct {
 	clock      func() time.Duration // time since base, from now
 	base       time.Time
 
-	mu      sync.Mutex
-	scopes  map[string]map[string]*memEntry // scope → event id → in-flight or processed event
-	head    *memEntry            // oldest processed event
-	tail    *memEntry            // newest processed event
-	marks   int                  // processed events, the length of the head…tail list
-	free    *memEntry            // entries kept for reuse, linked through next
-	nfree   int
+	mu     sync.Mutex
+	scopes map[string]map[string]*memEntry // scope → event id → in-flight or processed event
+	head   *memEntry                       // oldest processed event
+	tail   *memEntry                       // newest processed event
+	marks  int                             // processed events, the length of the head…tail list
+	free   *memEntry                       // entries kept for reuse, linked through next
+	nfree  int
 }
 
 var _ Store = (*Memory)(nil)
