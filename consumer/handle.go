@@ -10,9 +10,6 @@ import (
 	"github.com/choreokit/choreo/tracing"
 )
 
-// metadataView is the event metadata read from a record's headers.
-type metadataView = choreo.Metadata
-
 // readMetadata reads the ce_ headers. ce_id and ce_type are required: the
 // first is the idempotency key, the second picks the handler.
 func (d *delivery) readMetadata() error {

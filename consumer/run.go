@@ -42,7 +42,7 @@ type delivery struct {
 	part    *partition
 	seq     uint64
 	attempt int // handler attempts in this delivery
-	md      metadataView
+	md      choreo.Metadata
 
 	ctx     context.Context // the process span's context, with metadata once read
 	span    trace.Span
@@ -67,7 +67,7 @@ type runtime struct {
 	dlqWriter *dlq.Writer
 
 	timersMu sync.Mutex
-	timers   []*time.Timer // pending resumes of paused retry partitions
+	resumes  map[topicPartition]*time.Timer // pending resume of each paused retry partition
 
 	partsMu sync.Mutex
 	parts   map[topicPartition]*partition
@@ -102,12 +102,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 	topics := append(append([]string(nil), sources...), c.retryTopics...)
 
 	rt := &runtime{
-		c:     c,
-		parts: map[topicPartition]*partition{},
-		lanes: map[laneKey]*lane{},
-		ready: make(chan *lane, c.cfg.maxInFlight),
-		quit:  make(chan struct{}),
-		space: make(chan struct{}, 1),
+		c:       c,
+		parts:   map[topicPartition]*partition{},
+		lanes:   map[laneKey]*lane{},
+		resumes: map[topicPartition]*time.Timer{},
+		ready:   make(chan *lane, c.cfg.maxInFlight),
+		quit:    make(chan struct{}),
+		space:   make(chan struct{}, 1),
 	}
 	rt.handlerBase, rt.cancelHandler = context.WithCancel(context.WithoutCancel(ctx))
 	defer rt.cancelHandler()
@@ -193,7 +194,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	close(rt.quit)
 	rt.cancelHandler()
 	rt.timersMu.Lock()
-	for _, t := range rt.timers {
+	for _, t := range rt.resumes {
 		t.Stop()
 	}
 	rt.timersMu.Unlock()
@@ -283,13 +284,25 @@ func notBefore(r *kgo.Record) (time.Time, bool) {
 // holdUntil pauses r's partition at r until t. It runs on the poll
 // goroutine before AllowRebalance, as SetOffsets requires.
 func (rt *runtime) holdUntil(r *kgo.Record, t time.Time) {
-	tp := map[string][]int32{r.Topic: {r.Partition}}
-	rt.cl.PauseFetchPartitions(tp)
+	tps := map[string][]int32{r.Topic: {r.Partition}}
+	rt.cl.PauseFetchPartitions(tps)
 	rt.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{r.Topic: {r.Partition: {Epoch: r.LeaderEpoch, Offset: r.Offset}}})
-	timer := time.AfterFunc(time.Until(t), func() { rt.cl.ResumeFetchPartitions(tp) })
+	tp := topicPartition{r.Topic, r.Partition}
 	rt.timersMu.Lock()
-	rt.timers = append(rt.timers, timer)
-	rt.timersMu.Unlock()
+	defer rt.timersMu.Unlock()
+	if old, ok := rt.resumes[tp]; ok {
+		old.Stop() // the partition was resumed and paused again; one timer each
+	}
+	var timer *time.Timer
+	timer = time.AfterFunc(time.Until(t), func() {
+		rt.timersMu.Lock()
+		if rt.resumes[tp] == timer {
+			delete(rt.resumes, tp)
+		}
+		rt.timersMu.Unlock()
+		rt.cl.ResumeFetchPartitions(tps)
+	})
+	rt.resumes[tp] = timer
 }
 
 // partitionOf returns the live tracker of the record's partition, creating
