@@ -2,12 +2,14 @@ package consumer_test
 
 import (
 	"context"
+	"errors"
 	"embed"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/choreokit/choreo/connection"
@@ -165,6 +167,9 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 func (h *harness) committed(group string) map[int32]int64 {
 	h.t.Helper()
 	offs, err := h.cluster.Admin().FetchOffsets(context.Background(), group)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return map[int32]int64{} // nothing committed yet
+	}
 	if err != nil {
 		h.t.Fatal(err)
 	}
