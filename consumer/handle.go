@@ -43,7 +43,7 @@ func (d *delivery) readMetadata() error {
 		CorrelationID: field(4), CausationID: field(5),
 	}
 	if ts := field(3); ts != "" {
-		if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+		if t, err := parseTime(ts); err == nil {
 			md.Time = t
 		}
 	}
