@@ -2,8 +2,8 @@ package consumer_test
 
 import (
 	"context"
-	"errors"
 	"embed"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
