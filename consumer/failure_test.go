@@ -405,3 +405,49 @@ func TestKindsInCorpusAreDistinctEnough(t *testing.T) {
 		t.Fatalf("corpus has %d entries; want 14: %v", len(names), names)
 	}
 }
+
+// TestLargeRecordIsDeadLettered: a 2 MiB record (over franz-go's default
+// batch size, under MaxValueBytes) that fails permanently still reaches the
+// dead-letter topic whole.
+func TestLargeRecordIsDeadLettered(t *testing.T) {
+	h := newHarness(t, 1)
+	ctx := context.Background()
+	topic := kafkatest.Name(t, "big")
+	maxBytes := "4194304"
+	resp, err := h.cluster.Admin().CreateTopic(ctx, 1, 1, map[string]*string{"max.message.bytes": &maxBytes}, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = h.cluster.Admin().DeleteTopics(context.Background(), topic) })
+
+	rec, _, err := h.prod.Record(ctx, topic, "k", order("permanent", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 2<<20)
+	copy(big, rec.Value)
+	rec.Value = big // decodes as trailing bytes: a permanent failure
+	cl := h.cluster.Client(t, kgo.ProducerBatchMaxBytes(4<<20))
+	if err := cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		t.Fatalf("produce 2 MiB record: %v", err)
+	}
+
+	group := kafkatest.Group(t)
+	c := h.consumer(group, consumer.BlockingRetries())
+	consumer.Handle(c, topic, behaviour)
+	stop := running(t, c)
+	eventually(t, 60*time.Second, "dead letter", func() bool { return c.Stats().DeadLettered == 1 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Stats().WriteFailures != 0 {
+		t.Errorf("%d failed dead-letter writes; want none", c.Stats().WriteFailures)
+	}
+	dls := h.readDeadLetters(t, dlq.Topic(group), 1, 10*time.Second)
+	if len(dls) != 1 || len(dls[0].Original.Value) != len(big) || dls[0].Error.Kind != choreo.KindTrailingBytes {
+		t.Fatalf("dead letters: %d; want one holding the 2 MiB original as trailing_bytes", len(dls))
+	}
+}

@@ -157,6 +157,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		// in-flight byte cap rather than franz-go's default of 50 MiB per
 		// broker.
 		kgo.FetchMaxBytes(fetchMaxBytes(c.cfg.maxInFlightBytes)),
+		// Dead letters and retry forwards carry the original record whole,
+		// so the client must accept batches as large as the topics the
+		// consumer provisions for them.
+		kgo.ProducerBatchMaxBytes(int32(c.cfg.maxValueBytes+1<<20)),
 	)
 	opts = append(opts, c.cfg.kgoOpts...)
 	cl, err := kgo.NewClient(opts...)
