@@ -41,8 +41,9 @@ LOG_FILE="${STATE}/jaeger.log"
 QUERY_URL="http://127.0.0.1:${JAEGER_QUERY_PORT}"
 OTLP_HTTP="http://127.0.0.1:${JAEGER_OTLP_HTTP_PORT}"
 
-log() { printf 'jaeger.sh: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
+SCRIPT_NAME=jaeger.sh
+# shellcheck source=lib.sh
+source "${HERE}/lib.sh"
 
 usage() {
   cat >&2 <<EOF
@@ -110,27 +111,9 @@ jaeger_pid() {
   printf '%s\n' "$pid"
 }
 
-kill_jaeger() {
-  local pid="$1" waited=0
-  kill -TERM "$pid" 2>/dev/null || return 0
-  while kill -0 "$pid" 2>/dev/null; do
-    if ((waited >= JAEGER_STOP_TIMEOUT * 2)); then
-      log "jaeger (pid ${pid}) still running after ${JAEGER_STOP_TIMEOUT}s; sending KILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      sleep 0.5
-      break
-    fi
-    sleep 0.5
-    waited=$((waited + 1))
-  done
-}
+kill_jaeger() { stop_pid jaeger "$1" "${JAEGER_STOP_TIMEOUT}"; }
 
-lock_state() {
-  mkdir -p "${STATE}"
-  # fd 9 holds the lock; Jaeger must not inherit it (see cmd_start).
-  exec 9>"${STATE}/.lock"
-  flock -w 900 9 || die "another jaeger.sh holds ${STATE}/.lock"
-}
+lock_state() { take_lock "${STATE}/.lock" 900; }
 
 ready() {
   log "query API at ${QUERY_URL} (export JAEGER_QUERY_URL=${QUERY_URL} for the trace test)"

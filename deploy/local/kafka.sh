@@ -40,8 +40,9 @@ BROKERS="127.0.0.1:${KAFKA_PORT}"
 TOOL_OPTS=(-Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1
   "-Dlog4j2.configurationFile=${HERE}/kafka/tools-log4j2.xml")
 
-log() { printf 'kafka.sh: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
+SCRIPT_NAME=kafka.sh
+# shellcheck source=lib.sh
+source "${HERE}/lib.sh"
 
 usage() {
   cat >&2 <<EOF
@@ -240,27 +241,9 @@ show_failure() {
   fi
 }
 
-kill_broker() {
-  local pid="$1" waited=0
-  kill -TERM "$pid" 2>/dev/null || return 0
-  while kill -0 "$pid" 2>/dev/null; do
-    if ((waited >= KAFKA_STOP_TIMEOUT * 2)); then
-      log "broker (pid ${pid}) still running after ${KAFKA_STOP_TIMEOUT}s; sending KILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      sleep 0.5
-      break
-    fi
-    sleep 0.5
-    waited=$((waited + 1))
-  done
-}
+kill_broker() { stop_pid broker "$1" "${KAFKA_STOP_TIMEOUT}"; }
 
-lock_state() {
-  mkdir -p "${STATE}"
-  # fd 9 holds the lock; the broker must not inherit it (see cmd_start).
-  exec 9>"${STATE}/.lock"
-  flock -w 300 9 || die "another kafka.sh holds ${STATE}/.lock"
-}
+lock_state() { take_lock "${STATE}/.lock" 300; }
 
 # ---------------------------------------------------------------------------
 # commands

@@ -24,8 +24,10 @@ SOCKET_DIR="${STATE}/run"
 SERVER_LOG="${STATE}/postgres.log"
 LOCK_FILE="${STATE_ROOT}/.postgres.lock"
 
-log() { printf 'postgres.sh: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SCRIPT_NAME=postgres.sh
+# shellcheck source=lib.sh
+source "${HERE}/lib.sh"
 
 usage() {
   cat >&2 <<EOF
@@ -195,11 +197,7 @@ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '${PG_DATABASE}')\gexe
 EOF
 }
 
-lock_state() {
-  mkdir -p "${STATE_ROOT}"
-  exec 9>"${LOCK_FILE}"
-  flock -w 120 9 || die "another postgres.sh holds ${LOCK_FILE}"
-}
+lock_state() { take_lock "${LOCK_FILE}" 120; }
 
 # ---------------------------------------------------------------------------
 # commands
