@@ -271,6 +271,7 @@ func (m *Metrics) RegisterLag(group string, fn func() []Lag) (metric.Registratio
 
 type noRegistration struct{ metric.Registration }
 
+// Unregister does nothing: nothing was registered.
 func (noRegistration) Unregister() error { return nil }
 
 // topicMetrics holds the prepared attribute sets of one topic's publishes.

@@ -41,6 +41,7 @@ var commands = map[string]command{
 // usageError is a mistake in how the command was called: exit status 2.
 type usageError struct{ msg string }
 
+// Error returns the message.
 func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
@@ -91,7 +92,9 @@ type exitError struct {
 	err  error
 }
 
+// Error returns the wrapped error's message.
 func (e exitError) Error() string { return e.err.Error() }
+// Unwrap returns the wrapped error.
 func (e exitError) Unwrap() error { return e.err }
 
 func printUsage(w io.Writer) {

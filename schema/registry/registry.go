@@ -212,11 +212,13 @@ type recordingWriter struct {
 	wrote bool
 }
 
+// WriteHeader notes that a response was started.
 func (w *recordingWriter) WriteHeader(code int) {
 	w.wrote = true
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Write notes that a response was started.
 func (w *recordingWriter) Write(b []byte) (int, error) {
 	w.wrote = true
 	return w.ResponseWriter.Write(b)
@@ -273,6 +275,7 @@ type apiError struct {
 	Message string `json:"message"`
 }
 
+// Error returns the code and message.
 func (e *apiError) Error() string { return fmt.Sprintf("%d: %s", e.Code, e.Message) }
 
 func newAPIError(status, code int, format string, args ...any) *apiError {
