@@ -2,7 +2,6 @@ package consumer_test
 
 import (
 	"context"
-	"embed"
 	"errors"
 	"fmt"
 	"sync"
@@ -14,43 +13,17 @@ import (
 
 	"github.com/choreokit/choreo/connection"
 	"github.com/choreokit/choreo/consumer"
+	"github.com/choreokit/choreo/internal/testevents"
 	"github.com/choreokit/choreo/kafkatest"
 	"github.com/choreokit/choreo/producer"
 	"github.com/choreokit/choreo/schema"
 )
 
-//go:embed testdata/*.avsc
-var schemaFiles embed.FS
-
-var (
-	orderPlacedSchema      = must(schema.ParseFile(schemaFiles, "testdata/order_placed.avsc"))
-	paymentRequestedSchema = must(schema.ParseFile(schemaFiles, "testdata/payment_requested.avsc"))
+// The shared test event types.
+type (
+	OrderPlaced      = testevents.OrderPlaced
+	PaymentRequested = testevents.PaymentRequested
 )
-
-func must[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
-}
-
-type OrderPlaced struct {
-	OrderID     string    `avro:"order_id"`
-	CustomerID  string    `avro:"customer_id"`
-	AmountCents int64     `avro:"amount_cents"`
-	Currency    string    `avro:"currency"`
-	Items       int32     `avro:"items"`
-	PlacedAt    time.Time `avro:"placed_at"`
-}
-
-func (OrderPlaced) AvroSchema() *schema.Schema { return orderPlacedSchema }
-
-type PaymentRequested struct {
-	OrderID     string `avro:"order_id"`
-	AmountCents int64  `avro:"amount_cents"`
-}
-
-func (PaymentRequested) AvroSchema() *schema.Schema { return paymentRequestedSchema }
 
 func order(id string, n int) OrderPlaced {
 	return OrderPlaced{OrderID: id, CustomerID: "c", AmountCents: int64(n), Currency: "EUR", Items: int32(n % 7),

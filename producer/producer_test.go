@@ -2,7 +2,6 @@ package producer_test
 
 import (
 	"context"
-	"embed"
 	"errors"
 	"strings"
 	"sync"
@@ -16,33 +15,16 @@ import (
 
 	"github.com/choreokit/choreo"
 	"github.com/choreokit/choreo/connection"
+	"github.com/choreokit/choreo/internal/testevents"
 	"github.com/choreokit/choreo/kafkatest"
 	"github.com/choreokit/choreo/producer"
 	"github.com/choreokit/choreo/schema"
 )
 
-//go:embed testdata/*.avsc
-var schemas embed.FS
+// OrderPlaced is the shared test event type.
+type OrderPlaced = testevents.OrderPlaced
 
-var orderPlacedSchema = must(schema.ParseFile(schemas, "testdata/order_placed.avsc"))
-
-func must[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
-}
-
-type OrderPlaced struct {
-	OrderID     string    `avro:"order_id"`
-	CustomerID  string    `avro:"customer_id"`
-	AmountCents int64     `avro:"amount_cents"`
-	Currency    string    `avro:"currency"`
-	Items       int32     `avro:"items"`
-	PlacedAt    time.Time `avro:"placed_at"`
-}
-
-func (OrderPlaced) AvroSchema() *schema.Schema { return orderPlacedSchema }
+var orderPlacedSchema = OrderPlaced{}.AvroSchema()
 
 func order(id string) OrderPlaced {
 	return OrderPlaced{OrderID: id, CustomerID: "c-1", AmountCents: 1999, Currency: "EUR", Items: 2,
