@@ -361,11 +361,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		resp = registerResponse{ID: ss.id, Version: num, Schema: ss.text}
 		return true, nil
 	})
-	if e != nil {
-		writeError(w, e)
-		return
-	}
-	writeJSON(w, http.StatusOK, resp)
+	reply(w, e, resp)
 }
 
 func errChosenID(asked, got int) *apiError {
@@ -543,11 +539,7 @@ func (s *Server) deleteSubject(w http.ResponseWriter, r *http.Request) {
 		delete(st.subjects, name)
 		return true, nil
 	})
-	if e != nil {
-		writeError(w, e)
-		return
-	}
-	writeJSON(w, http.StatusOK, out)
+	reply(w, e, out)
 }
 
 func (s *Server) deleteVersion(w http.ResponseWriter, r *http.Request) {
@@ -592,11 +584,7 @@ func (s *Server) deleteVersion(w http.ResponseWriter, r *http.Request) {
 		}
 		return true, nil
 	})
-	if e != nil {
-		writeError(w, e)
-		return
-	}
-	writeJSON(w, http.StatusOK, num)
+	reply(w, e, num)
 }
 
 func (s *Server) schemaByID(w http.ResponseWriter, r *http.Request) {
@@ -655,11 +643,7 @@ func (s *Server) subjectsByID(w http.ResponseWriter, r *http.Request) {
 func (s *Server) versionsByID(w http.ResponseWriter, r *http.Request) {
 	st := s.snapshot()
 	ss, e := schemaIDParam(st, r.PathValue("id"))
-	if e != nil {
-		writeError(w, e)
-		return
-	}
-	writeJSON(w, http.StatusOK, usages(st, ss.id, queryBool(r, "deleted")))
+	reply(w, e, usages(st, ss.id, queryBool(r, "deleted")))
 }
 
 func (s *Server) allSchemas(w http.ResponseWriter, r *http.Request) {
@@ -774,11 +758,7 @@ func (s *Server) putGlobalConfig(w http.ResponseWriter, r *http.Request) {
 			return true, nil
 		})
 	}
-	if e != nil {
-		writeError(w, e)
-		return
-	}
-	writeJSON(w, http.StatusOK, setConfigResponse{Level: level})
+	reply(w, e, setConfigResponse{Level: level})
 }
 
 func (s *Server) deleteGlobalConfig(w http.ResponseWriter, r *http.Request) {
@@ -788,11 +768,7 @@ func (s *Server) deleteGlobalConfig(w http.ResponseWriter, r *http.Request) {
 		st.compat = ""
 		return true, nil
 	})
-	if e != nil {
-		writeError(w, e)
-		return
-	}
-	writeJSON(w, http.StatusOK, setConfigResponse{Level: old})
+	reply(w, e, setConfigResponse{Level: old})
 }
 
 func errSubjectCompatNotSet(name string) *apiError {
@@ -832,11 +808,7 @@ func (s *Server) putSubjectConfig(w http.ResponseWriter, r *http.Request) {
 			return true, nil
 		})
 	}
-	if e != nil {
-		writeError(w, e)
-		return
-	}
-	writeJSON(w, http.StatusOK, setConfigResponse{Level: level})
+	reply(w, e, setConfigResponse{Level: level})
 }
 
 func (s *Server) deleteSubjectConfig(w http.ResponseWriter, r *http.Request) {
@@ -856,11 +828,7 @@ func (s *Server) deleteSubjectConfig(w http.ResponseWriter, r *http.Request) {
 		}
 		return true, nil
 	})
-	if e != nil {
-		writeError(w, e)
-		return
-	}
-	writeJSON(w, http.StatusOK, setConfigResponse{Level: old})
+	reply(w, e, setConfigResponse{Level: old})
 }
 
 const modeReadWrite = "READWRITE"
@@ -885,4 +853,14 @@ func (s *Server) putMode(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeError(w, newAPIError(statusUnprocessable, codeInvalidMode, "Invalid mode %q. Valid values are READWRITE, READONLY, READONLY_OVERRIDE and IMPORT", req.Mode))
 	}
+}
+
+// reply writes e in Confluent's error shape, or, when e is nil, v as the
+// 200 answer.
+func reply(w http.ResponseWriter, e *apiError, v any) {
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
 }
