@@ -59,6 +59,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,7 +139,8 @@ type Consumer struct {
 	retryTopics []string       // retry topic of each tier
 	retryTier   map[string]int // retry topic → tier (1-based)
 
-	stats stats
+	stats  stats
+	health health
 }
 
 // New returns a consumer for group, connecting as conn says and decoding
@@ -319,6 +321,67 @@ func (c *Consumer) Live() bool {
 	return false // ended
 }
 
-// Ready reports whether the consumer has joined its group. Use it for a
-// readiness probe.
-func (c *Consumer) Ready() bool { return c.stats.joined.Load() }
+// Ready reports whether the consumer has joined its group and nothing
+// holds it back (see CheckReady). Use it for a readiness probe.
+func (c *Consumer) Ready() bool { return c.CheckReady() == nil }
+
+// CheckReady returns nil when the consumer is ready, and otherwise an
+// error that says why not: not joined yet, or a condition a person must
+// see, such as a dead-letter write that keeps failing or a topic the
+// service needs that does not exist. A readiness endpoint can serve its
+// text.
+func (c *Consumer) CheckReady() error {
+	c.health.mu.Lock()
+	defer c.health.mu.Unlock()
+	var why []string
+	if !c.stats.joined.Load() {
+		why = append(why, "not a member of group "+c.group+" yet")
+	}
+	for _, k := range c.health.order {
+		why = append(why, c.health.reasons[k])
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	return fmt.Errorf("consumer %s not ready: %s", c.group, strings.Join(why, "; "))
+}
+
+// health holds the conditions that make the consumer not ready, each under
+// a key so the code that found it can clear it.
+type health struct {
+	mu      sync.Mutex
+	reasons map[string]string
+	order   []string // keys in the order they were set
+}
+
+// setNotReady records a condition that makes the consumer not ready; a
+// second call with the same key replaces its text.
+func (c *Consumer) setNotReady(key, why string) {
+	h := &c.health
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.reasons == nil {
+		h.reasons = map[string]string{}
+	}
+	if _, ok := h.reasons[key]; !ok {
+		h.order = append(h.order, key)
+	}
+	h.reasons[key] = why
+}
+
+// clearNotReady removes the condition recorded under key.
+func (c *Consumer) clearNotReady(key string) {
+	h := &c.health
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.reasons[key]; !ok {
+		return
+	}
+	delete(h.reasons, key)
+	for i, k := range h.order {
+		if k == key {
+			h.order = append(h.order[:i], h.order[i+1:]...)
+			break
+		}
+	}
+}
