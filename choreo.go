@@ -19,10 +19,13 @@ package choreo
 import (
 	"context"
 	crand "crypto/rand"
+	"crypto/sha1"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -38,7 +41,7 @@ const ContentTypeAvro = "application/avro"
 // Kafka protocol binding in binary mode; values are UTF-8 text.
 const (
 	HeaderSpecVersion   = "ce_specversion"   // CloudEvents version, always SpecVersion
-	HeaderID            = "ce_id"            // event id (UUIDv7): the idempotency key
+	HeaderID            = "ce_id"            // event id (UUIDv7, or derived: see NextID): the idempotency key
 	HeaderType          = "ce_type"          // Avro full name of the value schema
 	HeaderSource        = "ce_source"        // the producing service
 	HeaderTime          = "ce_time"          // RFC 3339 time the event was created
@@ -106,6 +109,12 @@ func NewID() string {
 	b[0], b[1], b[2], b[3], b[4], b[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
 	b[6] = b[6]&0x0f | 0x70 // version 7
 	b[8] = b[8]&0x3f | 0x80 // variant 10
+	return formatUUID(&b)
+}
+
+// formatUUID returns the canonical text form of a UUID: lowercase
+// hexadecimal in groups of 8-4-4-4-12.
+func formatUUID(b *[16]byte) string {
 	const hex = "0123456789abcdef"
 	var out [36]byte
 	j := 0
@@ -118,6 +127,100 @@ func NewID() string {
 		j += 2
 	}
 	return string(out[:])
+}
+
+// DerivedIDNamespace is the UUID namespace of DerivedID, in canonical text
+// form. It is itself the UUIDv5 of the URL
+// "https://github.com/choreokit/choreo#derived-event-id" in the URL
+// namespace of RFC 9562, so other languages can compute it too.
+const DerivedIDNamespace = "86b57d32-9677-50ff-aa3f-2ec24ffd3671"
+
+// derivedIDNamespace is DerivedIDNamespace as bytes.
+var derivedIDNamespace = [16]byte{0x86, 0xb5, 0x7d, 0x32, 0x96, 0x77, 0x50, 0xff, 0xaa, 0x3f, 0x2e, 0xc2, 0x4f, 0xfd, 0x36, 0x71}
+
+// DerivedID returns the id of the n-th event (counting from 0) that a
+// handler of consumer group group publishes while handling the event with
+// id parentID, when that event is of type eventType (the Avro full name).
+// The same arguments always give the same id, and changing any one of them
+// gives another, so a handler that is retried, or an event that is
+// redelivered, publishes its events again under the same ids, and the
+// stores downstream recognise the copies as duplicates.
+//
+// The id is a name-based UUID, version 5 (RFC 9562: SHA-1 over a
+// namespace and a name, cut to 128 bits with the version and variant bits
+// set), in canonical lowercase text form. The namespace is
+// DerivedIDNamespace. The name is, as UTF-8 bytes, the three strings each
+// as a netstring (decimal byte length, ':', the bytes, ',') followed by n in
+// decimal:
+//
+//	36:0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b,15:payment-service,28:choreo.test.PaymentRequested,0
+//
+// The lengths make the encoding unambiguous whatever the strings contain.
+// Any UUIDv5 implementation reproduces the id from these two inputs; SHA-1
+// serves here as a well-spread hash, not for security. Unlike a UUIDv7, a
+// derived id does not sort by time.
+func DerivedID(parentID, group, eventType string, n int) string {
+	buf := make([]byte, 0, 16+len(parentID)+len(group)+len(eventType)+3*22+20) // 22: a length, ':' and ','
+	buf = append(buf, derivedIDNamespace[:]...)
+	for _, s := range [...]string{parentID, group, eventType} {
+		buf = strconv.AppendInt(buf, int64(len(s)), 10)
+		buf = append(buf, ':')
+		buf = append(buf, s...)
+		buf = append(buf, ',')
+	}
+	buf = strconv.AppendInt(buf, int64(n), 10)
+	sum := sha1.Sum(buf)
+	var b [16]byte
+	copy(b[:], sum[:16])
+	b[6] = b[6]&0x0f | 0x50 // version 5
+	b[8] = b[8]&0x3f | 0x80 // variant 10
+	return formatUUID(&b)
+}
+
+// handlerScope is one handler invocation, as the ids of the events it
+// publishes see it.
+type handlerScope struct {
+	group    string
+	parentID string
+	next     atomic.Int64 // position of the next publish
+}
+
+type handlerScopeKey struct{}
+
+// WithHandlerScope returns a context for one invocation of a handler of
+// consumer group group, handling the event whose metadata ctx carries (see
+// WithMetadata). Events published with the returned context, or a context
+// derived from it, get deterministic ids: NextID returns DerivedID of the
+// handled event's id, group, the event type and the publish's position
+// among this invocation's publishes (0, 1, 2 …). The consumer runtime calls
+// it for every handler invocation, so a retry, being a new invocation,
+// counts from 0 again and publishes under the same ids.
+//
+// Positions are taken in the order of the NextID calls (one per event
+// published). A handler that publishes from several goroutines at once gets
+// deterministic ids only if it publishes in a deterministic order.
+//
+// Without metadata in ctx (or with an empty id) there is no event to derive
+// from, and WithHandlerScope returns ctx unchanged.
+func WithHandlerScope(ctx context.Context, group string) context.Context {
+	m, ok := MetadataFrom(ctx)
+	if !ok || m.ID == "" {
+		return ctx
+	}
+	return context.WithValue(ctx, handlerScopeKey{}, &handlerScope{group: group, parentID: m.ID})
+}
+
+// NextID returns the id of the next event of type eventType (the Avro full
+// name) published with ctx. Inside a handler scope (see WithHandlerScope)
+// it is DerivedID of the handled event's id, the group, eventType and the
+// next position of the scope, which it takes; elsewhere it is NewID(), a
+// UUIDv7. The producer calls it once for every event it builds.
+func NextID(ctx context.Context, eventType string) string {
+	s, ok := ctx.Value(handlerScopeKey{}).(*handlerScope)
+	if !ok {
+		return NewID()
+	}
+	return DerivedID(s.parentID, s.group, eventType, int(s.next.Add(1)-1))
 }
 
 var idSources = sync.Pool{New: func() any {

@@ -186,7 +186,7 @@ func (rt *runtime) attempt(d *delivery, r *route) (dup bool, err error) {
 	defer release()
 	start := time.Now()
 	dup, err = c.cfg.store.Process(ctx, c.group, d.md.ID, func(ctx context.Context) error {
-		return invoke(ctx, r, d)
+		return invoke(choreo.WithHandlerScope(ctx, c.group), r, d) // events it publishes get ids derived from d's
 	})
 	switch {
 	case dup:

@@ -3,10 +3,32 @@
 //
 // Every record it writes has the entity id as key, the event as Avro in the
 // Confluent wire format as value, and these headers: ce_specversion, ce_id
-// (a new UUIDv7, the idempotency key), ce_type (the Avro full name),
+// (the idempotency key; see Event ids), ce_type (the Avro full name),
 // ce_source (the service), ce_time, ce_correlationid, ce_causationid and
 // content-type, plus the W3C trace context through the OpenTelemetry
 // propagator.
+//
+// # Event ids
+//
+// Outside a handler, every event gets a new UUIDv7, so ids sort by time.
+//
+// Inside a handler (publishing with the handler's context), the id is
+// derived instead: choreo.DerivedID of the handled event's id, the
+// consumer group, the new event's type and its position among the events
+// this handler invocation has published so far (0, 1, 2 …), a UUIDv5. A
+// handler that publishes and then fails, or whose event is redelivered
+// after a crash, runs again as a new invocation that counts from 0 again:
+// it publishes the same events under the same ids (with a new ce_time),
+// and the services downstream skip the copies as duplicates. A chain of
+// services is exactly once in its effects as long as every link
+// deduplicates by ce_id.
+//
+// The position is taken when an event is built (Publish, PublishAsync or
+// Record), in the order of those calls. A handler that publishes from
+// several goroutines at once gets deterministic ids only if it publishes
+// in a deterministic order; one that publishes different events on
+// different attempts (say, depending on the time) gets ids that do not
+// match across attempts, and downstream sees both.
 //
 // # Correlation
 //
@@ -279,7 +301,7 @@ func (p *Producer) record(ctx context.Context, topic, key string, ev schema.Even
 	}
 
 	md := choreo.Metadata{
-		ID:     choreo.NewID(),
+		ID:     choreo.NextID(ctx, s.FullName()), // derived inside a handler, UUIDv7 outside
 		Type:   s.FullName(),
 		Source: p.source,
 		Time:   p.now().UTC(),
