@@ -17,12 +17,18 @@
 // for. TopicFor checks that the name is a legal topic name.
 //
 // The topic is created like any other (by an operator, a deployment, or
-// the broker's auto-creation). Its max.message.bytes must exceed that of
-// every topic the service reads by the envelope's overhead (the error
-// message, up to 16 KiB, and the copies of the headers: allow 64 KiB), and
-// so must the writing client's kgo.ProducerBatchMaxBytes: otherwise the
-// largest records cannot be dead-lettered, Write keeps failing, and the
-// partition stops (nothing is lost, but nothing moves either).
+// the broker's auto-creation; the consumer runtime creates its own). A
+// dead letter is larger than its original by the envelope's overhead:
+// the error message (up to 16 KiB), the copies of a few headers, a few
+// hundred bytes of fields. Give the writer the limit its records must
+// keep to with MaxRecordBytes: the smaller of the topic's
+// max.message.bytes and the client's kgo.ProducerBatchMaxBytes. A dead
+// letter that would be larger is then cut to fit (the original value
+// keeps its first bytes, the largest header values are cut) and says so
+// in the envelope, with the size and SHA-256 of the whole value: it can
+// always be written, but not replayed. Without MaxRecordBytes, a record
+// over the topic's limit fails Write every time, and a caller that keeps
+// the original uncommitted until Write succeeds holds its partition.
 //
 // # The envelope
 //
@@ -32,7 +38,9 @@
 //
 //	original          the record whole: topic, partition, offset, timestamp,
 //	                  key, value and headers (in order, repeats kept;
-//	                  null key, value and header values stay null)
+//	                  null key, value and header values stay null); the
+//	                  value's size and SHA-256; value_truncated and
+//	                  headers_truncated when it was cut to fit
 //	error             kind (a choreo.ErrorKind), message (cut at 16 KiB),
 //	                  type (the Go type of the cause, as %T prints it)
 //	attempts          delivery attempts made, across retry tiers

@@ -1,6 +1,7 @@
 package dlq
 
 import (
+	"crypto/sha256"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -67,14 +68,48 @@ func (DeadLetter) AvroSchema() *schema.Schema { return envelopeSchema }
 // Original is a Kafka record as it was consumed, and where it was read
 // from. Key, Value and header values keep the difference between nil (no
 // key, a tombstone, a null header) and empty.
+//
+// A record too large for the dead-letter topic is kept in part: Value
+// holds the first bytes of the value (ValueTruncated), header values are
+// cut, the largest first (HeadersTruncated). ValueSize and ValueSHA256
+// always describe the whole value, so the original can be recognized.
 type Original struct {
 	Topic     string    `avro:"topic"`
 	Partition int32     `avro:"partition"`
 	Offset    int64     `avro:"offset"`
 	Timestamp time.Time `avro:"timestamp"` // millisecond precision
 	Key       []byte    `avro:"key"`
-	Value     []byte    `avro:"value"`
+	Value     []byte    `avro:"value"`   // the value, or its first bytes when ValueTruncated
 	Headers   []Header  `avro:"headers"` // in order; keys may repeat
+
+	// ValueSize is the length of the whole value in bytes; nil for a
+	// tombstone, and in envelopes written before the field existed.
+	ValueSize *int64 `avro:"value_size"`
+	// ValueSHA256 is the SHA-256 of the whole value; nil when ValueSize
+	// is.
+	ValueSHA256 []byte `avro:"value_sha256"`
+	// ValueTruncated says that Value holds only the first bytes of the
+	// value: the record was too large to be dead-lettered whole.
+	ValueTruncated bool `avro:"value_truncated"`
+	// HeadersTruncated says that header values were cut, or headers left
+	// out, for the same reason.
+	HeadersTruncated bool `avro:"headers_truncated"`
+}
+
+// Truncated reports whether o holds less than the record it describes:
+// its value or headers were cut to fit the dead-letter topic. Replaying
+// it would publish the cut record: don't.
+func (o *Original) Truncated() bool { return o.ValueTruncated || o.HeadersTruncated }
+
+// describeValue sets ValueSize and ValueSHA256 from Value when they are
+// unset and Value is whole.
+func (o *Original) describeValue() {
+	if o.Value == nil || o.ValueSize != nil || o.ValueTruncated {
+		return
+	}
+	n := int64(len(o.Value))
+	sum := sha256.Sum256(o.Value)
+	o.ValueSize, o.ValueSHA256 = &n, sum[:]
 }
 
 // Header is one record header.
@@ -140,7 +175,10 @@ type Failure struct {
 //
 //   - Original: failed's topic, partition, offset, timestamp, key, value
 //     and headers, as they are; header keys that are not UTF-8 have the
-//     bad bytes replaced by U+FFFD (Avro strings must be UTF-8).
+//     bad bytes replaced by U+FFFD (Avro strings must be UTF-8). The
+//     value's size and SHA-256 (ValueSize, ValueSHA256), for a value that
+//     is not nil. New cuts nothing: the Writer cuts what does not fit its
+//     limits.
 //   - EventID, EventType, CorrelationID: the last ce_id, ce_type and
 //     ce_correlationid headers of failed with a non-empty value, nil when
 //     there are none.
@@ -188,6 +226,7 @@ func New(failed *kgo.Record, f Failure) DeadLetter {
 		for i, h := range failed.Headers {
 			dl.Original.Headers[i] = Header{Key: validUTF8(h.Key), Value: h.Value}
 		}
+		dl.Original.describeValue()
 		dl.EventID = lastHeader(failed.Headers, choreo.HeaderID)
 		dl.EventType = lastHeader(failed.Headers, choreo.HeaderType)
 		dl.CorrelationID = lastHeader(failed.Headers, choreo.HeaderCorrelationID)

@@ -3,6 +3,7 @@ package dlq
 import (
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,7 +92,9 @@ func Decode(ctx context.Context, codec *schema.Codec, rec *kgo.Record) (*DeadLet
 // the replay), so that a topic's retention does not delete the replay at
 // once. The ce_id header is kept, so services that handled the event
 // already skip it as a duplicate: republishing to a topic other services
-// read is safe. Redacted header values stay redacted.
+// read is safe. Redacted header values stay redacted, and a dead letter
+// whose original was cut to fit its topic (Original.Truncated) gives the
+// cut record: do not replay it.
 func (dl *DeadLetter) Replay(from *kgo.Record) *kgo.Record {
 	o := dl.Original
 	rec := &kgo.Record{
@@ -168,17 +171,22 @@ type View struct {
 // OriginalView is the original record in a View. Value is the decoded
 // value (as schema.Codec.DecodeGeneric gives it) when it decodes, with
 // ValueSchema its writer schema's full name; otherwise Value holds the raw
-// bytes (a Bytes) and ValueError says why it did not decode.
+// bytes (a Bytes) and ValueError says why it did not decode. A truncated
+// value is never decoded. ValueSHA256 is in hexadecimal.
 type OriginalView struct {
-	Topic       string       `json:"topic"`
-	Partition   int32        `json:"partition"`
-	Offset      int64        `json:"offset"`
-	Timestamp   string       `json:"timestamp"`
-	Key         Bytes        `json:"key"`
-	Value       any          `json:"value"`
-	ValueSchema string       `json:"value_schema,omitempty"`
-	ValueError  string       `json:"value_error,omitempty"`
-	Headers     []HeaderView `json:"headers"`
+	Topic            string       `json:"topic"`
+	Partition        int32        `json:"partition"`
+	Offset           int64        `json:"offset"`
+	Timestamp        string       `json:"timestamp"`
+	Key              Bytes        `json:"key"`
+	Value            any          `json:"value"`
+	ValueSchema      string       `json:"value_schema,omitempty"`
+	ValueError       string       `json:"value_error,omitempty"`
+	ValueSize        *int64       `json:"value_size,omitempty"`
+	ValueSHA256      string       `json:"value_sha256,omitempty"`
+	ValueTruncated   bool         `json:"value_truncated,omitempty"`
+	Headers          []HeaderView `json:"headers"`
+	HeadersTruncated bool         `json:"headers_truncated,omitempty"`
 }
 
 // HeaderView is one header in a View.
@@ -208,6 +216,11 @@ func (dl *DeadLetter) View(ctx context.Context, codec *schema.Codec) View {
 			Timestamp: timeText(o.Timestamp),
 			Key:       Bytes(o.Key),
 			Headers:   make([]HeaderView, len(o.Headers)),
+
+			ValueSize:        o.ValueSize,
+			ValueSHA256:      hex.EncodeToString(o.ValueSHA256),
+			ValueTruncated:   o.ValueTruncated,
+			HeadersTruncated: o.HeadersTruncated,
 		},
 		Error: ErrorView{
 			Kind:      dl.Error.Kind,
@@ -233,6 +246,12 @@ func (dl *DeadLetter) View(ctx context.Context, codec *schema.Codec) View {
 		// A tombstone: null.
 	case codec == nil:
 		v.Original.Value = Bytes(o.Value)
+	case o.ValueTruncated:
+		v.Original.Value = Bytes(o.Value)
+		v.Original.ValueError = fmt.Sprintf("truncated: the first %d bytes of the value are kept", len(o.Value))
+		if o.ValueSize != nil {
+			v.Original.ValueError += fmt.Sprintf(", of %d", *o.ValueSize)
+		}
 	default:
 		val, s, err := codec.DecodeGeneric(ctx, o.Value)
 		if err != nil {

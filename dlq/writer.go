@@ -21,6 +21,7 @@ type writerConfig struct {
 	redact     []string
 	subject    schema.SubjectStrategy
 	maxLen     int
+	maxRecord  int
 	production bool
 }
 
@@ -54,6 +55,27 @@ func MaxBytesLength(n int) WriterOption {
 	return func(c *writerConfig) { c.maxLen = n }
 }
 
+// MaxRecordBytes bounds the dead-letter records the writer produces to n
+// bytes: the envelope, the key and the headers, counted as a record batch
+// of that one record takes on the wire uncompressed (what franz-go
+// compares with kgo.ProducerBatchMaxBytes; a broker compares the batch,
+// compressed or not, with the topic's max.message.bytes). Give it the
+// smaller of the two.
+//
+// A dead letter that would be larger is cut to fit, so that it can always
+// be written: first the header values beyond half of n (the largest value
+// first), then the original value (its first bytes are kept), then the
+// other header values, then headers from the end. The envelope says what
+// was cut (Original.ValueTruncated, Original.HeadersTruncated) and keeps
+// the size and SHA-256 of the whole value. The key is never cut: a key
+// too large for n fails Write.
+//
+// Without it, the only limit is the codec's (MaxBytesLength): a value or
+// header value over it is cut to it, in the same way.
+func MaxRecordBytes(n int) WriterOption {
+	return func(c *writerConfig) { c.maxRecord = n }
+}
+
 // Production makes the writer look the envelope schema up under its
 // subject instead of registering it: for registries where services may
 // not add schemas. Write then fails with schema.ErrNotRegistered until the
@@ -69,8 +91,10 @@ func Production() WriterOption {
 // The client is the caller's, and decides the delivery guarantees: it must
 // produce with acks=all and idempotent writes, which are franz-go's
 // defaults (do not use kgo.RequiredAcks with fewer acks, nor
-// kgo.DisableIdempotentWrite). Its kgo.ProducerBatchMaxBytes must admit
-// the largest envelope (see the package documentation).
+// kgo.DisableIdempotentWrite). Its kgo.ProducerBatchMaxBytes, and the
+// topic's max.message.bytes, must admit the largest dead letter: give the
+// smaller of them to MaxRecordBytes and the writer cuts what does not fit
+// (see the package documentation).
 type Writer struct {
 	cl      *kgo.Client
 	reg     *schema.Registry
@@ -78,6 +102,8 @@ type Writer struct {
 	subject schema.SubjectStrategy
 	lookup  bool
 	redact  []string
+	maxLen  int // longest value or header value the codec takes
+	maxRec  int // MaxRecordBytes; 0: none
 
 	ids sync.Map // subject → schema id
 }
@@ -94,6 +120,11 @@ func NewWriter(cl *kgo.Client, reg *schema.Registry, opts ...WriterOption) *Writ
 		reg:     reg,
 		subject: cfg.subject,
 		lookup:  cfg.production,
+		maxLen:  cfg.maxLen,
+		maxRec:  cfg.maxRecord,
+	}
+	if w.maxLen <= 0 {
+		w.maxLen = schema.DefaultMaxBytesLength
 	}
 	for _, n := range cfg.redact {
 		if n != "" {
@@ -101,7 +132,7 @@ func NewWriter(cl *kgo.Client, reg *schema.Registry, opts ...WriterOption) *Writ
 		}
 	}
 	if reg != nil {
-		w.codec = schema.NewCodec(reg, schema.MaxBytesLength(cfg.maxLen))
+		w.codec = schema.NewCodec(reg, schema.MaxBytesLength(w.maxLen))
 	}
 	return w
 }
@@ -116,7 +147,9 @@ func NewWriter(cl *kgo.Client, reg *schema.Registry, opts ...WriterOption) *Writ
 // and the headers listed in the package documentation. A zero
 // DeadLetteredAt is set to now. Strings that are not UTF-8 have their bad
 // bytes replaced by U+FFFD, so that any dead letter New made can be
-// written.
+// written. An original too large for the writer's limits is cut to fit
+// (see MaxRecordBytes); an unset Original.ValueSize and ValueSHA256 are
+// computed from a whole value.
 //
 // Every failure is returned, wrapped with the topic and the original
 // record's coordinates: a registry outage, a refused or unacknowledged
@@ -153,14 +186,16 @@ func (w *Writer) Record(ctx context.Context, topic string, dl DeadLetter) (*kgo.
 		dl.DeadLetteredAt = time.Now()
 	}
 	w.applyRedaction(&dl)
+	dl.Original.describeValue()
+	w.capLengths(&dl.Original)
 
 	id, err := w.schemaID(ctx, topic)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op(), err)
 	}
-	value, err := w.codec.Encode(id, envelopeSchema, &dl)
+	value, err := w.encodeToFit(id, &dl)
 	if err != nil {
-		return nil, fmt.Errorf("%s: encode: %w", op(), err)
+		return nil, fmt.Errorf("%s: %w", op(), err)
 	}
 	// Check the bytes as a reader will see them: with the writer schema
 	// the registry has under id, strictly.
@@ -180,6 +215,141 @@ func (w *Writer) Record(ctx context.Context, topic string, dl DeadLetter) (*kgo.
 		Headers:   readableHeaders(&dl),
 	}
 	return rec, nil
+}
+
+// Check makes sure that the envelope schema can be used for topic, as the
+// first Write would: it registers the schema under the topic's subject,
+// or, with Production, looks it up there. A service calls it at start-up
+// to fail then, rather than at its first dead letter. With Production, a
+// schema that is not registered fails with an error that names the
+// subject and wraps schema.ErrNotRegistered.
+func (w *Writer) Check(ctx context.Context, topic string) error {
+	if err := checkTopic(topic); err != nil {
+		return fmt.Errorf("dlq: check %s: %w", topic, err)
+	}
+	if w.reg == nil {
+		return fmt.Errorf("dlq: check %s: no schema registry", topic)
+	}
+	if _, err := w.schemaID(ctx, topic); err != nil {
+		return fmt.Errorf("dlq: check %s: %w", topic, err)
+	}
+	return nil
+}
+
+// Sizes, in bytes, of a record batch holding one record, uncompressed:
+// the batch header as franz-go counts it (with the 4-byte length of the
+// batch), and the record's own fields with every varint at its largest.
+const (
+	batchOverhead  = 65
+	recordOverhead = 5 + 1 + 10 + 5 + 5 + 5 + 5 // length, attributes, timestamp and offset deltas, key, value and header-count lengths
+	headerOverhead = 5 + 5                      // key and value lengths
+)
+
+// recordBytes is the size of a batch of one record with this key, value
+// and headers; it errs on the large side.
+func recordBytes(key, value []byte, hs []kgo.RecordHeader) int {
+	n := batchOverhead + recordOverhead + len(key) + len(value)
+	for _, h := range hs {
+		n += headerOverhead + len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+// capLengths cuts a value or header value over the codec's limit to it.
+func (w *Writer) capLengths(o *Original) {
+	if len(o.Value) > w.maxLen {
+		o.Value, o.ValueTruncated = o.Value[:w.maxLen], true
+	}
+	for i, h := range o.Headers {
+		if len(h.Value) > w.maxLen {
+			o.Headers[i].Value, o.HeadersTruncated = h.Value[:w.maxLen], true
+		}
+	}
+}
+
+// encodeToFit encodes dl, cutting its original until the dead-letter
+// record fits the writer's MaxRecordBytes.
+func (w *Writer) encodeToFit(id int, dl *DeadLetter) ([]byte, error) {
+	for {
+		value, err := w.codec.Encode(id, envelopeSchema, dl)
+		if err != nil {
+			return nil, fmt.Errorf("encode: %w", err)
+		}
+		if w.maxRec <= 0 {
+			return value, nil
+		}
+		size := recordBytes(dl.Original.Key, value, readableHeaders(dl))
+		over := size - w.maxRec
+		if over <= 0 {
+			return value, nil
+		}
+		// Cutting removes at least over bytes from the record (lengths
+		// only shrink), so the next round fits, unless nothing is left
+		// to cut.
+		if !shrink(&dl.Original, over, w.maxRec/2) {
+			return nil, choreo.Errorf(choreo.KindTooLarge, "dead letter of %d bytes does not fit the limit of %d even with the original value and headers cut (key of %d bytes, error message of %d)",
+				size, w.maxRec, len(dl.Original.Key), len(dl.Error.Message))
+		}
+	}
+}
+
+// shrink cuts at least over bytes from o's header values and value, in
+// the order MaxRecordBytes documents (headers beyond headerShare bytes
+// first), and reports whether there was that much to cut.
+func shrink(o *Original, over, headerShare int) bool {
+	if hb := headerBytes(o.Headers); hb > headerShare {
+		over -= cutHeaders(o, min(over, hb-headerShare))
+	}
+	if over > 0 && len(o.Value) > 0 {
+		n := min(over, len(o.Value))
+		o.Value, o.ValueTruncated = o.Value[:len(o.Value)-n], true
+		over -= n
+	}
+	if over > 0 {
+		over -= cutHeaders(o, over)
+	}
+	return over <= 0
+}
+
+// headerBytes is the length of the keys and values of hs.
+func headerBytes(hs []Header) int {
+	n := 0
+	for _, h := range hs {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+// cutHeaders removes need bytes from o's headers: from the values, the
+// largest first, then, once every value is empty, whole headers from the
+// end. It returns the bytes removed, less than need only when no header
+// is left.
+func cutHeaders(o *Original, need int) int {
+	removed := 0
+	for removed < need {
+		big := -1
+		for i, h := range o.Headers {
+			if len(h.Value) > 0 && (big < 0 || len(h.Value) > len(o.Headers[big].Value)) {
+				big = i
+			}
+		}
+		if big < 0 {
+			break
+		}
+		v := o.Headers[big].Value
+		n := min(need-removed, len(v))
+		o.Headers[big].Value = v[:len(v)-n]
+		removed += n
+	}
+	for removed < need && len(o.Headers) > 0 {
+		last := o.Headers[len(o.Headers)-1]
+		o.Headers = o.Headers[:len(o.Headers)-1]
+		removed += len(last.Key) + len(last.Value)
+	}
+	if removed > 0 {
+		o.HeadersTruncated = true
+	}
+	return removed
 }
 
 // schemaID returns the id of the envelope schema under topic's subject.
