@@ -52,6 +52,16 @@
 // in-sync replica has it, and retries do not duplicate it. Publish waits for
 // the acknowledgement; PublishAsync returns at once and calls back. Close
 // flushes what is buffered.
+//
+// # Transactional outbox
+//
+// A handler that writes to PostgreSQL through pgstore can publish in the
+// same transaction: with the Outbox option, a publish made with the
+// handler's context is written to an outbox table in the transaction that
+// also holds the handler's writes and the event's idempotency mark, and a
+// relay (pgstore.Outbox.Relay) sends it to Kafka after the commit. Either
+// the writes, the mark and the events all happen, or none does. Outside a
+// transaction the producer publishes directly, as without the option.
 package producer
 
 import (
@@ -87,6 +97,7 @@ type Producer struct {
 	subject  schema.SubjectStrategy
 	prop     propagation.TextMapPropagator
 	metrics  *tracing.Metrics
+	outbox   OutboxWriter
 	now      func() time.Time
 
 	ids sync.Map // idKey → int: schema id per topic and schema
@@ -110,6 +121,7 @@ type config struct {
 	client     *kgo.Client
 	required   []requirement
 	codecOpts  []schema.CodecOption
+	outbox     OutboxWriter
 }
 
 type requirement struct {
@@ -166,6 +178,36 @@ func CodecOptions(opts ...schema.CodecOption) Option {
 	return func(c *config) { c.codecOpts = append(c.codecOpts, opts...) }
 }
 
+// OutboxWriter keeps records to be published later by a relay, in the same
+// transaction as the handler's other writes. pgstore.Outbox is one: it
+// writes to a table in the transaction of the pgstore.Store handling the
+// event.
+type OutboxWriter interface {
+	// Enqueue stores rec, fully built (topic, key, value and every
+	// header), for a relay to publish once the transaction that ctx
+	// carries commits, and reports queued true. When ctx carries no such
+	// transaction it stores nothing and reports false: the producer then
+	// publishes rec directly. A non-nil error means rec was not stored and
+	// the publish fails.
+	Enqueue(ctx context.Context, rec *kgo.Record) (queued bool, err error)
+}
+
+// Outbox makes the producer offer every record to o before producing it:
+// a record that o queues (inside a handler's database transaction) is not
+// produced now but by o's relay after the transaction commits; any other
+// record is produced at once. The publish succeeds once the record is in
+// the outbox; its Published has Queued set and no partition or offset.
+//
+// With an outbox, a handler's publishes commit or roll back with its
+// database writes and its idempotency mark: an event published by a
+// handler that then fails is never sent, and one published by a handler
+// that succeeded is sent even if the process dies right after the commit.
+// The relay may send a record more than once (a crash between the
+// broker's acknowledgement and the row's deletion); the copies share the
+// record's ce_id, which, inside a handler, is derived from the handled
+// event (see Event ids), so a retried handler queues the same id again.
+func Outbox(o OutboxWriter) Option { return func(c *config) { c.outbox = o } }
+
 // New returns a producer connected as conn says, using reg for schemas. It
 // checks the schemas named by Require before returning.
 func New(ctx context.Context, conn connection.Config, reg *schema.Registry, opts ...Option) (*Producer, error) {
@@ -194,6 +236,7 @@ func New(ctx context.Context, conn connection.Config, reg *schema.Registry, opts
 		subject:  cfg.subject,
 		prop:     cfg.prop,
 		metrics:  cfg.metrics,
+		outbox:   cfg.outbox,
 		now:      time.Now,
 		cl:       cfg.client,
 	}
@@ -261,10 +304,11 @@ func (p *Producer) schemaID(ctx context.Context, topic string, s *schema.Schema)
 // Published says where an event landed.
 type Published struct {
 	Topic     string
-	Partition int32
-	Offset    int64
+	Partition int32 // -1 when Queued
+	Offset    int64 // -1 when Queued
 	Key       string
 	Metadata  choreo.Metadata
+	Queued    bool // written to the outbox (see Outbox), to be sent after its transaction commits
 }
 
 // Record builds the record for ev without sending it: encoded value, key
@@ -355,7 +399,8 @@ func (p *Producer) propagator() propagation.TextMapPropagator {
 }
 
 // Publish sends ev to topic under key and waits until the broker has
-// acknowledged it.
+// acknowledged it, or, with an Outbox inside a transaction, until the
+// record is written to the outbox.
 func (p *Producer) Publish(ctx context.Context, topic, key string, ev schema.Event) (Published, error) {
 	type result struct {
 		pub Published
@@ -375,6 +420,11 @@ func (p *Producer) Publish(ctx context.Context, topic, key string, ev schema.Eve
 // when the broker answers; the record's traceparent is that span's
 // context. Every publish, failed or not, is counted in the producer
 // metrics.
+//
+// With an Outbox that queues the record, fn is called before
+// PublishAsync returns, and the send span ends once the record is in the
+// outbox: the relay that sends it later makes no span of its own, so the
+// consumer's process span is still the child of this send span.
 func (p *Producer) PublishAsync(ctx context.Context, topic, key string, ev schema.Event, fn func(Published, error)) {
 	if fn == nil {
 		fn = func(Published, error) {}
@@ -395,6 +445,18 @@ func (p *Producer) PublishAsync(ctx context.Context, topic, key string, ev schem
 	}
 	sctx, span := tracing.StartSend(ctx, rec)
 	p.propagator().Inject(sctx, tracing.HeaderCarrier{Record: rec})
+	if p.outbox != nil {
+		queued, err := p.outbox.Enqueue(ctx, rec)
+		if err != nil {
+			err = fmt.Errorf("producer: publish %s to %s: writing to the outbox: %w", md.Type, topic, err)
+		}
+		if queued || err != nil {
+			tracing.EndSend(span, nil, err)
+			p.metrics.Published(ctx, topic, time.Since(start), err)
+			fn(Published{Topic: topic, Partition: -1, Offset: -1, Key: key, Metadata: md, Queued: err == nil}, err)
+			return
+		}
+	}
 	p.cl.Produce(sctx, rec, func(r *kgo.Record, err error) {
 		pub := Published{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: key, Metadata: md}
 		if err != nil {

@@ -75,6 +75,7 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -189,7 +190,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error
 	if c.optionError != nil {
 		return nil, c.optionError
 	}
-	schema, name, err := parseTable(c.table)
+	schema, name, err := parseTable(c.table, maxTableName)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +207,13 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error
 	}
 	qt := table.Sanitize()
 
-	if err := createTable(ctx, pool, c.table, qt, index.Sanitize()); err != nil {
+	err = createTable(ctx, pool, c.table, qt, `CREATE TABLE IF NOT EXISTS `+qt+` (
+	scope        text        NOT NULL,
+	event_id     text        NOT NULL,
+	processed_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (scope, event_id)
+)`, "CREATE INDEX IF NOT EXISTS "+index.Sanitize()+" ON "+qt+" (processed_at)")
+	if err != nil {
 		return nil, err
 	}
 
@@ -234,8 +241,9 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error
 var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
 
 // parseTable splits a table name into schema (maybe empty) and name, and
-// checks that both are plain lowercase identifiers.
-func parseTable(table string) (schema, name string, err error) {
+// checks that both are plain lowercase identifiers, the name at most max
+// bytes long.
+func parseTable(table string, max int) (schema, name string, err error) {
 	name = table
 	if i := strings.IndexByte(table, '.'); i >= 0 {
 		schema, name = table[:i], table[i+1:]
@@ -243,14 +251,14 @@ func parseTable(table string) (schema, name string, err error) {
 			return "", "", fmt.Errorf("pgstore: invalid table name %q: the schema %q must be a lowercase SQL identifier (a-z, 0-9, _; not starting with a digit; at most 63 bytes)", table, schema)
 		}
 	}
-	if !identifier.MatchString(name) || len(name) > maxTableName {
-		return "", "", fmt.Errorf("pgstore: invalid table name %q: want a lowercase SQL identifier (a-z, 0-9, _; not starting with a digit; at most %d bytes), optionally qualified by a schema as in \"schema.table\"", table, maxTableName)
+	if !identifier.MatchString(name) || len(name) > max {
+		return "", "", fmt.Errorf("pgstore: invalid table name %q: want a lowercase SQL identifier (a-z, 0-9, _; not starting with a digit; at most %d bytes), optionally qualified by a schema as in \"schema.table\"", table, max)
 	}
 	return schema, name, nil
 }
 
-// createTable creates the table and its index unless the table exists. It
-// looks first, so that New works for a database user that may write the
+// createTable runs ddl (CREATE … IF NOT EXISTS statements) unless table
+// exists. It looks first, so that New works for a database user that may write the
 // table but not create tables: PostgreSQL checks the privilege even for a
 // CREATE TABLE IF NOT EXISTS of an existing table.
 //
@@ -258,7 +266,7 @@ func parseTable(table string) (schema, name string, err error) {
 // (both may find the table missing, and one then fails on a catalog unique
 // constraint), so creation runs under a transaction-level advisory lock
 // keyed by the table name.
-func createTable(ctx context.Context, pool *pgxpool.Pool, name, table, index string) error {
+func createTable(ctx context.Context, pool *pgxpool.Pool, name, table string, ddl ...string) error {
 	var exists bool
 	if err := pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", table).Scan(&exists); err != nil {
 		return fmt.Errorf("pgstore: preparing table %q: looking it up: %w", name, err)
@@ -275,16 +283,10 @@ func createTable(ctx context.Context, pool *pgxpool.Pool, name, table, index str
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockKey); err != nil {
 			return fmt.Errorf("taking the creation lock: %w", err)
 		}
-		if _, err := tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+table+` (
-	scope        text        NOT NULL,
-	event_id     text        NOT NULL,
-	processed_at timestamptz NOT NULL DEFAULT now(),
-	PRIMARY KEY (scope, event_id)
-)`); err != nil {
-			return fmt.Errorf("creating it: %w", err)
-		}
-		if _, err := tx.Exec(ctx, "CREATE INDEX IF NOT EXISTS "+index+" ON "+table+" (processed_at)"); err != nil {
-			return fmt.Errorf("creating its processed_at index: %w", err)
+		for _, stmt := range ddl {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("creating it: %w", err)
+			}
 		}
 		return nil
 	})
@@ -317,7 +319,7 @@ func (s *Store) Process(ctx context.Context, scope, id string, fn func(ctx conte
 	ended := false
 	defer func() {
 		if !ended { // an early return or a panic in fn
-			s.rollback(ctx, tx)
+			rollback(ctx, tx)
 		}
 	}()
 
@@ -329,7 +331,7 @@ func (s *Store) Process(ctx context.Context, scope, id string, fn func(ctx conte
 		return true, nil // already processed: the deferred rollback ends the transaction
 	}
 
-	if err := fn(context.WithValue(ctx, txKey{}, handlerTx{tx})); err != nil {
+	if err := fn(context.WithValue(ctx, txKey{}, &handlerState{tx: handlerTx{tx}})); err != nil {
 		return false, err
 	}
 
@@ -342,8 +344,8 @@ func (s *Store) Process(ctx context.Context, scope, id string, fn func(ctx conte
 
 // rollback ends tx, also when ctx has ended: a rollback that cannot be sent
 // makes pgx close the connection, which also discards the transaction, but
-// sending it keeps the connection for reuse.
-func (s *Store) rollback(ctx context.Context, tx pgx.Tx) {
+// sending it keeps the connection for reuse. After a commit it does nothing.
+func rollback(ctx context.Context, tx pgx.Tx) {
 	if ctx.Err() != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
@@ -418,11 +420,19 @@ type txKey struct{}
 // Rollback return ErrTxManaged: Process ends the transaction. Savepoints
 // (Begin on it) work as usual.
 func Tx(ctx context.Context) (pgx.Tx, bool) {
-	tx, ok := ctx.Value(txKey{}).(handlerTx)
+	st, ok := ctx.Value(txKey{}).(*handlerState)
 	if !ok {
 		return nil, false
 	}
-	return tx, true
+	return st.tx, true
+}
+
+// handlerState is what a handler's context carries: its transaction, and
+// a lock that lets the outbox write from concurrent publishes (a pgx.Tx
+// takes one statement at a time).
+type handlerState struct {
+	tx handlerTx
+	mu sync.Mutex
 }
 
 // handlerTx is the transaction as a handler sees it: everything but ending it.

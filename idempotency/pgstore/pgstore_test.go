@@ -696,7 +696,7 @@ func TestInvalidConfig(t *testing.T) {
 	}
 
 	for _, name := range []string{"choreo_processed_events", "_x", "a1", "public.events", strings.Repeat("a", maxTableName)} {
-		if _, _, err := parseTable(name); err != nil {
+		if _, _, err := parseTable(name, maxTableName); err != nil {
 			t.Errorf("parseTable(%q): %v; want it accepted", name, err)
 		}
 	}
