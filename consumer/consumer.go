@@ -141,6 +141,7 @@ type Consumer struct {
 
 	stats  stats
 	health health
+	rt     atomic.Pointer[runtime] // the Run under way, for Stats
 }
 
 // New returns a consumer for group, connecting as conn says and decoding
@@ -166,6 +167,9 @@ func New(conn connection.Config, reg *schema.Registry, group string, opts ...Opt
 	}
 	if cfg.store == nil {
 		cfg.store = idempotency.NewMemory()
+	}
+	if cfg.maxUncommitted == 0 {
+		cfg.maxUncommitted = cfg.maxInFlight
 	}
 	if cfg.service == "" {
 		cfg.service = group
@@ -265,6 +269,7 @@ type stats struct {
 	writeFailures atomic.Int64
 	skipped       atomic.Int64
 	commits       atomic.Int64
+	abandoned     atomic.Int64
 	lastPoll      atomic.Int64 // unix nanos of the last poll loop step
 	loop          atomic.Int32 // loopNotStarted, loopWaiting, loopBusy, loopEnded
 	assigned      atomic.Int64 // partitions currently assigned
@@ -291,6 +296,8 @@ type Stats struct {
 	DeadLettered  int64 // records sent to the dead-letter topic
 	Skipped       int64 // records of unknown type skipped
 	Commits       int64 // successful offset commits
+	Abandoned     int64 // handlers left running past RevokeTimeout or ShutdownTimeout because they ignored their context
+	Uncommitted   int64 // records tracked and not yet committable, over the partitions owned (at most MaxUncommitted each)
 	Assigned      int64 // partitions assigned now
 }
 
@@ -300,9 +307,25 @@ func (c *Consumer) Stats() Stats {
 	return Stats{
 		InFlight: s.inFlight.Load(), PeakInFlight: s.peakInFlight.Load(),
 		Handled: s.handled.Load(), Duplicates: s.duplicates.Load(), Retried: s.retried.Load(), Forwarded: s.forwarded.Load(), WriteFailures: s.writeFailures.Load(),
-		DeadLettered: s.deadLettered.Load(), Skipped: s.skipped.Load(), Commits: s.commits.Load(),
-		Assigned: s.assigned.Load(),
+		DeadLettered: s.deadLettered.Load(), Skipped: s.skipped.Load(), Commits: s.commits.Load(), Abandoned: s.abandoned.Load(),
+		Assigned: s.assigned.Load(), Uncommitted: c.uncommitted(),
 	}
+}
+
+// uncommitted sums the backlogs of the partitions the running consumer
+// tracks.
+func (c *Consumer) uncommitted() int64 {
+	rt := c.rt.Load()
+	if rt == nil {
+		return 0
+	}
+	rt.partsMu.Lock()
+	defer rt.partsMu.Unlock()
+	var n int64
+	for _, p := range rt.parts {
+		n += int64(p.backlog())
+	}
+	return n
 }
 
 // Live reports whether the consumer is working: not started yet, or

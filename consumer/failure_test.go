@@ -100,7 +100,7 @@ func (h *harness) corpus(t *testing.T, maxValue int) []poison {
 		{"missing ce_id", choreo.KindMissingHeader, without(choreo.HeaderID)},
 		{"missing ce_type", choreo.KindMissingHeader, without(choreo.HeaderType)},
 		{"handler panic", choreo.KindPanic, tmpl("panic")},
-		{"handler timeout", choreo.KindTimeout, tmpl("timeout")},
+		{"handler timeout (retried, then exhausted)", choreo.KindRetriesExhausted, tmpl("timeout")},
 		{"permanent error", choreo.KindPermanent, tmpl("permanent")},
 		{"retries exhausted", choreo.KindRetriesExhausted, tmpl("fail")},
 		{"value over the max size", choreo.KindTooLarge, withValue(big)},
@@ -348,13 +348,25 @@ func TestLastRetryTierDeadLetters(t *testing.T) {
 	}
 }
 
-// TestDeadLetterOutageLosesNothing runs with the DLQ topic missing (and
-// not creatable by the consumer): the consumer must not commit past the
-// poison record, and must write the dead letter once the topic exists.
+// TestDeadLetterOutageLosesNothing deletes the DLQ topic under a running
+// consumer (which creates its topics only at start): the consumer must not
+// commit past the poison record, and must write the dead letter once the
+// topic exists again.
 func TestDeadLetterOutageLosesNothing(t *testing.T) {
 	h := newHarness(t, 1)
 	group := kafkatest.Group(t)
 	ctx := context.Background()
+	c := h.consumer(group, consumer.BlockingRetries())
+	consumer.Handle(c, h.topic, behaviour)
+	stop := running(t, c)
+	eventually(t, 20*time.Second, "consumer ready", c.Ready)
+	if _, err := h.cluster.Admin().DeleteTopics(ctx, dlq.Topic(group)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "DLQ topic deleted", func() bool {
+		td, err := h.cluster.Admin().ListTopics(ctx, dlq.Topic(group))
+		return err == nil && td[dlq.Topic(group)].Err != nil
+	})
 	keys := []string{"a", "poison", "b", "c"}
 	for i, k := range keys {
 		id := "ok"
@@ -365,9 +377,6 @@ func TestDeadLetterOutageLosesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c := h.consumer(group, consumer.NoProvisioning(), consumer.BlockingRetries())
-	consumer.Handle(c, h.topic, behaviour)
-	stop := running(t, c)
 	eventually(t, 30*time.Second, "the good records handled", func() bool { return c.Stats().Handled == 3 })
 	time.Sleep(500 * time.Millisecond) // several commit intervals
 	if got := h.committed(group)[0]; got != 1 {

@@ -231,14 +231,21 @@ func invoke(ctx context.Context, r *route, d *delivery) (err error) {
 	return r.invoke(ctx, d)
 }
 
-// classify returns the kind that decides err's fate.
+// classify returns the kind that decides err's fate. A handler that ran
+// past its deadline is retried unless Classify says otherwise: a slow
+// dependency should be retried, not dead-lettered, and a handling that
+// timed out waiting for a concurrent handling of the same event finds it
+// processed on the next attempt.
 func (c *Consumer) classify(err error) choreo.ErrorKind {
 	if c.cfg.classify != nil {
 		if k := c.cfg.classify(err); k != "" {
 			return k
 		}
 	}
-	return choreo.KindOf(err)
+	if k := choreo.KindOf(err); k != choreo.KindTimeout {
+		return k
+	}
+	return choreo.KindRetryable
 }
 
 // routeFor returns the handler for typ on topic, or nil.

@@ -29,6 +29,8 @@ type config struct {
 	ordering         Ordering
 	maxInFlight      int
 	maxInFlightBytes int64
+	maxUncommitted   int                 // per partition; 0: maxInFlight
+	commitHook       func(periodic bool) // tests: runs in a commit between reading the offsets and sending them
 	maxValueBytes    int
 	commitInterval   time.Duration
 	handlerTimeout   time.Duration
@@ -47,6 +49,9 @@ type config struct {
 	deadLetterTopic  string
 	provision        bool
 	redact           []string
+	production       bool          // dead-letter envelope schema looked up, never registered (deadletter.go)
+	stuckAfter       time.Duration // a failing dead-letter write or forward is stuck after this; 0: defaultStuckAfter
+	failOnStuck      bool          // a stuck write ends Run with an error
 	metrics          *tracing.Metrics
 }
 
@@ -80,6 +85,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("concurrency %d: want at least 1", c.concurrency)
 	case c.maxInFlight < 1:
 		return fmt.Errorf("max in flight %d: want at least 1", c.maxInFlight)
+	case c.maxUncommitted < 0:
+		return fmt.Errorf("max uncommitted %d: want at least 1", c.maxUncommitted)
 	case c.maxInFlightBytes < 1:
 		return fmt.Errorf("max in-flight bytes %d: want at least 1", c.maxInFlightBytes)
 	case c.maxValueBytes < 1:
@@ -116,6 +123,16 @@ func WithOrdering(o Ordering) Option { return func(c *config) { c.ordering = o }
 // At the cap the consumer stops fetching.
 func MaxInFlight(n int) Option { return func(c *config) { c.maxInFlight = n } }
 
+// MaxUncommitted caps, per partition, the records taken on and not yet
+// committable: those in flight and those done behind a record that is not
+// done yet (default: the MaxInFlight value). When one record is stuck (a
+// hung handler, a long retry, a dead-letter outage), the records after it
+// are handled and tracked until the cap, then the partition stops being
+// fetched until the head is done. That bounds both the tracker's memory
+// (about 16 bytes a record) and what a restart redelivers: at most this
+// many records of the partition.
+func MaxUncommitted(n int) Option { return func(c *config) { c.maxUncommitted = n } }
+
 // MaxInFlightBytes caps the value bytes of records in flight (default 64
 // MiB). It also sizes the client's fetches (a 64th of it, 1 to 16 MiB),
 // since what is fetched ahead is memory too; kgo.FetchMaxBytes through
@@ -132,7 +149,8 @@ func CommitInterval(d time.Duration) Option { return func(c *config) { c.commitI
 // HandlerTimeout sets the deadline of each handler call (default 30s). A
 // handler must honour its context: Go cannot stop a goroutine, so a handler
 // that ignores the deadline holds its key (and a worker) until it returns.
-// One that fails after its deadline fails as choreo.KindTimeout.
+// One that fails after its deadline fails as choreo.KindTimeout, which is
+// retried like any retryable error (see Classify).
 func HandlerTimeout(d time.Duration) Option { return func(c *config) { c.handlerTimeout = d } }
 
 // RevokeTimeout bounds how long a revocation waits for the running handlers
@@ -192,7 +210,10 @@ func BlockingRetries() Option { return func(c *config) { c.retryDelays = nil } }
 // Classify overrides how errors are classified: return
 // choreo.KindRetryable to retry, any other kind to dead-letter at once.
 // The default is choreo.KindOf: retryable unless marked choreo.Permanent or
-// a decode, schema, header, panic or timeout error.
+// a decode, schema, header or panic error; a handler that ran past its
+// HandlerTimeout (choreo.KindTimeout) is retried too, and dead-lettered
+// only once its retries are exhausted. Return choreo.KindTimeout for it to
+// dead-letter a timeout at once.
 func Classify(fn func(error) choreo.ErrorKind) Option { return func(c *config) { c.classify = fn } }
 
 // Service sets the service name written in dead letters (default: the group).

@@ -68,6 +68,18 @@ type runtime struct {
 
 	timersMu sync.Mutex
 	resumes  map[topicPartition]*time.Timer // pending resume of each paused retry partition
+	paused   map[topicPartition]pauseReason // why each paused partition is paused
+
+	// commitMu serializes commits: reading the done offsets, committing
+	// them and recording them happen as one step, so a commit that read
+	// its offsets earlier can never land after a later one (which would
+	// move the group's offset back).
+	commitMu sync.Mutex
+
+	assignedMu sync.Mutex
+	assigned   map[topicPartition]struct{} // partitions owned now
+
+	workers sync.WaitGroup
 
 	partsMu sync.Mutex
 	parts   map[topicPartition]*partition
@@ -106,11 +118,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 		parts:   map[topicPartition]*partition{},
 		lanes:   map[laneKey]*lane{},
 		resumes: map[topicPartition]*time.Timer{},
+		paused:   map[topicPartition]pauseReason{},
+		assigned: map[topicPartition]struct{}{},
 		ready:   make(chan *lane, c.cfg.maxInFlight),
 		quit:    make(chan struct{}),
 		space:   make(chan struct{}, 1),
 	}
 	rt.handlerBase, rt.cancelHandler = context.WithCancel(context.WithoutCancel(ctx))
+	c.rt.Store(rt)
 	defer rt.cancelHandler()
 	rt.metrics = c.cfg.metrics
 	if rt.metrics == nil {
@@ -133,11 +148,24 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// Provision the service's own topics before joining the group, so a
 	// member is ready only when it can dead-letter.
 	own := append([]string{c.cfg.deadLetterTopic}, c.retryTopics...)
-	if err := ensureTopics(ctx, opts, c, sources, own); err != nil {
+	plan, err := ensureTopics(ctx, opts, c, sources, own)
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil // asked to stop while starting
 		}
 		return err
+	}
+	// Retry topics of an earlier configuration may still hold records
+	// whose source offsets were committed: keep reading them as retry
+	// records (c.retryTopics, where forwards go, stays as configured).
+	// retryTier is read without a lock once the client runs: fill it now.
+	if drain := plan.drainTopics(); len(drain) > 0 {
+		for _, t := range drain {
+			c.retryTier[t] = plan.drain[t]
+		}
+		topics = append(topics, drain...)
+		c.log.Info("draining retry topics of an earlier configuration: this one no longer writes to them; delete them once the group has no lag on them",
+			"topics", drain)
 	}
 	reset := kgo.NewOffset().AtStart()
 	if c.cfg.startAtLatest {
@@ -148,6 +176,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 		kgo.ConsumeTopics(topics...),
 		kgo.ConsumeResetOffset(reset),
 		kgo.DisableAutoCommit(),
+		// Records of aborted transactions never reach handlers, and
+		// records of open ones wait until their transaction commits.
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.OnPartitionsAssigned(rt.onAssigned),
@@ -168,19 +199,16 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return fmt.Errorf("consumer: new client: %w", err)
 	}
 	rt.cl = cl
+	stopWatch := rt.watchSources(ctx, plan.missingSources)
+	defer stopWatch()
 	var dlqOpts []dlq.WriterOption
 	if len(c.cfg.redact) > 0 {
 		dlqOpts = append(dlqOpts, dlq.Redact(c.cfg.redact...))
 	}
 	rt.dlqWriter = dlq.NewWriter(cl, c.reg, dlqOpts...)
 
-	var workers sync.WaitGroup
 	for range c.cfg.concurrency {
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
-			rt.work()
-		}()
+		rt.startWorker()
 	}
 	commitDone := make(chan struct{})
 	commitCtx, stopCommits := context.WithCancel(context.Background())
@@ -192,6 +220,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	rt.pollLoop(ctx)
 
 	// Shutdown: revoke everything ourselves (wait, commit), then leave.
+	// The wait is bounded by ShutdownTimeout even for handlers that ignore
+	// their context: release leaves those running (not committed past).
+	shutdownBy := time.Now().Add(c.cfg.shutdownTimeout)
 	err = rt.release(rt.allPartitions(), c.cfg.shutdownTimeout, true)
 	stopCommits()
 	<-commitDone
@@ -202,7 +233,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		t.Stop()
 	}
 	rt.timersMu.Unlock()
-	workers.Wait()
+	rt.waitWorkers(time.Until(shutdownBy))
 	cl.Close()
 	c.stats.joined.Store(false)
 	return err
@@ -263,6 +294,7 @@ func (rt *runtime) dispatchPartition(p kgo.FetchTopicPartition) {
 	if len(p.Records) > 0 {
 		rt.partitionOf(p.Records[0]).highWatermark.Store(p.HighWatermark)
 	}
+	limit := rt.c.cfg.maxUncommitted
 	for _, r := range p.Records {
 		if isRetry {
 			if nb, ok := notBefore(r); ok && nb.After(now) {
@@ -270,27 +302,89 @@ func (rt *runtime) dispatchPartition(p kgo.FetchTopicPartition) {
 				return
 			}
 		}
-		rt.dispatch(r, tier)
+		if part, backlog := rt.dispatch(r, tier); backlog >= limit {
+			rt.holdBacklog(r, part, limit)
+			return
+		}
 	}
 }
 
-// notBefore reads the choreo-not-before header.
+// pauseReason is a set of reasons a partition's fetching is paused; it is
+// resumed when none is left.
+type pauseReason uint8
+
+const (
+	pauseNotDue  pauseReason = 1 << iota // retry record not due yet (holdUntil)
+	pauseBacklog                         // uncommitted backlog at MaxUncommitted (holdBacklog)
+)
+
+// pause pauses fetching r's partition for why and rewinds it to offset,
+// so that nothing from there on is dispatched now; it runs on the poll
+// goroutine before AllowRebalance, as SetOffsets requires.
+func (rt *runtime) pause(r *kgo.Record, offset int64, why pauseReason) {
+	tp := topicPartition{r.Topic, r.Partition}
+	rt.timersMu.Lock()
+	rt.paused[tp] |= why
+	rt.timersMu.Unlock()
+	rt.cl.PauseFetchPartitions(map[string][]int32{r.Topic: {r.Partition}})
+	rt.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{r.Topic: {r.Partition: {Epoch: r.LeaderEpoch, Offset: offset}}})
+}
+
+// resume drops why from tp's pause reasons and resumes fetching it when
+// none is left.
+func (rt *runtime) resume(tp topicPartition, why pauseReason) {
+	rt.timersMu.Lock()
+	left := rt.paused[tp] &^ why
+	if left == 0 {
+		delete(rt.paused, tp)
+	} else {
+		rt.paused[tp] = left
+	}
+	rt.timersMu.Unlock()
+	if left == 0 {
+		rt.cl.ResumeFetchPartitions(map[string][]int32{tp.topic: {tp.id}})
+	}
+}
+
+// holdBacklog pauses r's partition after r, the record that brought its
+// backlog of uncommitted records to limit, and resumes it once the backlog
+// has fallen to half: however long the record at the head is stuck, the
+// tracker holds at most limit records and a restart redelivers at most
+// that many.
+func (rt *runtime) holdBacklog(r *kgo.Record, part *partition, limit int) {
+	rt.pause(r, r.Offset+1, pauseBacklog)
+	tp := topicPartition{r.Topic, r.Partition}
+	rt.c.log.Debug("partition paused: uncommitted backlog at its cap", "topic", r.Topic, "partition", r.Partition,
+		"offset", r.Offset, "max_uncommitted", limit)
+	part.whenDrained(limit/2, func() { rt.resume(tp, pauseBacklog) })
+}
+
+// notBefore reads the choreo-not-before header (its last value, as every
+// header is read).
 func notBefore(r *kgo.Record) (time.Time, bool) {
-	for _, h := range r.Headers {
-		if h.Key == choreo.HeaderNotBefore {
-			t, err := time.Parse(time.RFC3339Nano, string(h.Value))
-			return t, err == nil
+	v, ok := lastHeader(r.Headers, choreo.HeaderNotBefore)
+	if !ok {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(v))
+	return t, err == nil
+}
+
+// lastHeader returns the value of the last header named key: the one rule
+// for a repeated header everywhere in the consumer.
+func lastHeader(hs []kgo.RecordHeader, key string) ([]byte, bool) {
+	for i := len(hs) - 1; i >= 0; i-- {
+		if hs[i].Key == key {
+			return hs[i].Value, true
 		}
 	}
-	return time.Time{}, false
+	return nil, false
 }
 
 // holdUntil pauses r's partition at r until t. It runs on the poll
 // goroutine before AllowRebalance, as SetOffsets requires.
 func (rt *runtime) holdUntil(r *kgo.Record, t time.Time) {
-	tps := map[string][]int32{r.Topic: {r.Partition}}
-	rt.cl.PauseFetchPartitions(tps)
-	rt.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{r.Topic: {r.Partition: {Epoch: r.LeaderEpoch, Offset: r.Offset}}})
+	rt.pause(r, r.Offset, pauseNotDue)
 	tp := topicPartition{r.Topic, r.Partition}
 	rt.timersMu.Lock()
 	defer rt.timersMu.Unlock()
@@ -304,7 +398,7 @@ func (rt *runtime) holdUntil(r *kgo.Record, t time.Time) {
 			delete(rt.resumes, tp)
 		}
 		rt.timersMu.Unlock()
-		rt.cl.ResumeFetchPartitions(tps)
+		rt.resume(tp, pauseNotDue)
 	})
 	rt.resumes[tp] = timer
 }
@@ -323,11 +417,13 @@ func (rt *runtime) partitionOf(r *kgo.Record) *partition {
 	return p
 }
 
-// dispatch takes a polled record on and queues it on its lane.
-func (rt *runtime) dispatch(r *kgo.Record, tier int) {
+// dispatch takes a polled record on and queues it on its lane. It returns
+// the record's partition and its backlog with the record.
+func (rt *runtime) dispatch(r *kgo.Record, tier int) (*partition, int) {
 	c := rt.c
 	p := rt.partitionOf(r)
-	d := &delivery{rec: r, part: p, seq: p.track(r.Offset), tier: tier, metrics: rt.metrics.Consumer(c.group, r.Topic)}
+	seq, backlog := p.track(r.Offset)
+	d := &delivery{rec: r, part: p, seq: seq, tier: tier, metrics: rt.metrics.Consumer(c.group, r.Topic)}
 	d.metrics.InFlight(rt.handlerBase, 1)
 	n := c.stats.inFlight.Add(1)
 	c.stats.inFlightBytes.Add(int64(len(r.Value)))
@@ -357,6 +453,34 @@ func (rt *runtime) dispatch(r *kgo.Record, tier int) {
 		rt.ready <- l // never blocks: at most maxInFlight lanes hold records
 	}
 	rt.lanesMu.Unlock()
+	return p, backlog
+}
+
+// startWorker starts one more worker goroutine.
+func (rt *runtime) startWorker() {
+	rt.workers.Add(1)
+	go func() {
+		defer rt.workers.Done()
+		rt.work()
+	}()
+}
+
+// waitWorkers waits up to d for the workers to return. Workers still in a
+// handler that ignores its context are left behind (they were counted as
+// abandoned): Run's return is bounded by ShutdownTimeout.
+func (rt *runtime) waitWorkers(d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		rt.workers.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(max(d, 100*time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		rt.c.log.Warn("returning with handlers still running: they ignore their context", "abandoned", rt.c.stats.abandoned.Load())
+	}
 }
 
 // work runs lanes: the head delivery of a lane, then the lane goes back in
@@ -369,42 +493,103 @@ func (rt *runtime) work() {
 		case <-rt.quit:
 			return
 		}
-		rt.lanesMu.Lock()
-		d := l.queue[0]
-		rt.lanesMu.Unlock()
-
-		if retryIn := rt.process(d); retryIn > 0 {
-			// Park the lane (its head stays) and free the worker.
-			time.AfterFunc(retryIn, func() { rt.ready <- l })
-			continue
+		if retire := rt.runLane(l); retire {
+			return
 		}
-
-		rt.lanesMu.Lock()
-		l.queue[0] = nil
-		l.queue = l.queue[1:]
-		if len(l.queue) > 0 {
-			rt.ready <- l
-		} else {
-			delete(rt.lanes, l.key)
-		}
-		rt.lanesMu.Unlock()
 	}
+}
+
+// runLane processes the head delivery of l and puts the lane back in line,
+// parks it for a retry, or drops it when empty. It reports whether this
+// worker must retire: its handler was abandoned and a new worker replaced
+// it.
+//
+// A handler that calls runtime.Goexit (t.Fatal in a test handler, say)
+// ends the worker's goroutine with no panic to recover: runLane then
+// finishes the delivery as a failed one on a new goroutine, which goes on
+// as the worker, so neither the key nor the worker pool is lost.
+func (rt *runtime) runLane(l *lane) (retire bool) {
+	rt.lanesMu.Lock()
+	d := l.queue[0]
+	rt.lanesMu.Unlock()
+
+	returned := false
+	defer func() {
+		if !returned { // runtime.Goexit (or a panic outside the handler, which crashes anyway)
+			rt.workers.Add(1)
+			go func() {
+				defer rt.workers.Done()
+				if !rt.afterGoexit(l, d) {
+					rt.work()
+				}
+			}()
+		}
+	}()
+	retryIn, retire := rt.process(d)
+	returned = true
+	rt.advance(l, retryIn)
+	return retire
+}
+
+// advance moves lane l on after its head was processed: parked for
+// retryIn, or the head dropped and the lane back in line or gone.
+func (rt *runtime) advance(l *lane, retryIn time.Duration) {
+	if retryIn > 0 {
+		// Park the lane (its head stays) and free the worker.
+		time.AfterFunc(retryIn, func() { rt.ready <- l })
+		return
+	}
+	rt.lanesMu.Lock()
+	l.queue[0] = nil
+	l.queue = l.queue[1:]
+	if len(l.queue) > 0 {
+		rt.ready <- l
+	} else {
+		delete(rt.lanes, l.key)
+	}
+	rt.lanesMu.Unlock()
+}
+
+// afterGoexit finishes delivery d, whose handler called runtime.Goexit,
+// as a handler failure of kind panic (dead-lettered, like a panic), and
+// moves its lane on. It reports whether the worker must retire.
+func (rt *runtime) afterGoexit(l *lane, d *delivery) (retire bool) {
+	err := &choreo.Error{Kind: choreo.KindPanic, Err: errors.New("handler called runtime.Goexit (t.Fatal or t.FailNow in a test handler?)")}
+	rt.c.log.ErrorContext(d.ctx, "handler exited its goroutine", "topic", d.rec.Topic, "partition", d.rec.Partition, "offset", d.rec.Offset)
+	if d.first.IsZero() {
+		d.first = time.Now()
+	}
+	done := false
+	if d.part.ctx.Err() == nil {
+		done = rt.deadLetter(d, err, d.first)
+	}
+	retire = d.part.finish(d.seq, done)
+	rt.end(d, done)
+	rt.outOfFlight(d)
+	rt.advance(l, 0)
+	return retire
 }
 
 // process handles one delivery unless its partition is being given up, and
 // takes it out of flight, unless it is to be retried after the returned
-// wait.
-func (rt *runtime) process(d *delivery) (retryIn time.Duration) {
+// wait. retire reports a handling that was abandoned (see partition.abandon).
+func (rt *runtime) process(d *delivery) (retryIn time.Duration, retire bool) {
 	if d.part.start() {
 		done, retryIn := rt.handle(d)
-		d.part.finish(d.seq, done)
-		if retryIn > 0 {
-			return retryIn
+		retire = d.part.finish(d.seq, done)
+		if retryIn > 0 && !retire {
+			return retryIn, false
 		}
-		rt.end(d, done)
+		rt.end(d, done && retryIn == 0)
 	} else if d.span != nil {
 		rt.end(d, false) // given up between retries
 	}
+	rt.outOfFlight(d)
+	return 0, retire
+}
+
+// outOfFlight takes d out of the in-flight counts and wakes the poll loop.
+func (rt *runtime) outOfFlight(d *delivery) {
 	d.metrics.InFlight(rt.handlerBase, -1)
 	c := rt.c
 	c.stats.inFlight.Add(-1)
@@ -413,7 +598,6 @@ func (rt *runtime) process(d *delivery) (retryIn time.Duration) {
 	case rt.space <- struct{}{}:
 	default:
 	}
-	return 0
 }
 
 func (rt *runtime) allPartitions() map[string][]int32 {
@@ -426,11 +610,12 @@ func (rt *runtime) allPartitions() map[string][]int32 {
 	return m
 }
 
-// take removes the trackers of the given partitions from the live set.
+// take removes the trackers of the given partitions from the live set, and
+// lifts a backlog pause of theirs: paused partitions stay paused in the
+// client across assignments, and one assigned again starts afresh.
 func (rt *runtime) take(tps map[string][]int32) []*partition {
-	rt.partsMu.Lock()
-	defer rt.partsMu.Unlock()
 	var out []*partition
+	rt.partsMu.Lock()
 	for topic, ids := range tps {
 		for _, id := range ids {
 			tp := topicPartition{topic, id}
@@ -440,21 +625,39 @@ func (rt *runtime) take(tps map[string][]int32) []*partition {
 			}
 		}
 	}
+	rt.partsMu.Unlock()
+	for _, p := range out {
+		rt.resume(topicPartition{p.topic, p.id}, pauseBacklog)
+	}
 	return out
 }
 
-func (rt *runtime) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
-	n := 0
-	for _, ps := range assigned {
-		n += len(ps)
+// own records partitions as owned (add) or no longer owned, and keeps
+// Stats().Assigned equal to the number owned.
+func (rt *runtime) own(tps map[string][]int32, add bool) {
+	rt.assignedMu.Lock()
+	defer rt.assignedMu.Unlock()
+	for topic, ids := range tps {
+		for _, id := range ids {
+			if add {
+				rt.assigned[topicPartition{topic, id}] = struct{}{}
+			} else {
+				delete(rt.assigned, topicPartition{topic, id})
+			}
+		}
 	}
-	rt.c.stats.assigned.Add(int64(n))
+	rt.c.stats.assigned.Store(int64(len(rt.assigned)))
+}
+
+func (rt *runtime) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	rt.own(assigned, true)
 	rt.c.stats.joined.Store(true)
 	rt.c.log.Info("partitions assigned", "partitions", assigned)
 }
 
 func (rt *runtime) onRevoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
 	rt.c.log.Info("partitions revoked", "partitions", revoked)
+	defer rt.own(revoked, false)
 	if err := rt.release(revoked, rt.c.cfg.revokeTimeout, true); err != nil {
 		rt.c.log.Warn("commit on revoke failed", "err", err)
 	}
@@ -462,52 +665,74 @@ func (rt *runtime) onRevoked(_ context.Context, _ *kgo.Client, revoked map[strin
 
 func (rt *runtime) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	rt.c.log.Warn("partitions lost", "partitions", lost)
+	defer rt.own(lost, false)
 	for _, p := range rt.take(lost) {
-		p.stop()
+		rt.commitMu.Lock() // a commit under way for it ends first
+		p.release()
+		rt.commitMu.Unlock()
 		p.cancel()
 	}
-	rt.c.stats.assigned.Add(-int64(countPartitions(lost)))
-}
-
-func countPartitions(m map[string][]int32) int {
-	n := 0
-	for _, ps := range m {
-		n += len(ps)
-	}
-	return n
 }
 
 // release gives partitions up: no new records start, running handlers get
-// up to wait to finish (then their contexts are cancelled), and what is done
-// is committed when commit is true.
+// most of wait to finish, then their contexts are cancelled and they get
+// the rest; what is done is committed when commit is true, and the
+// partitions are never committed again. It returns within wait (plus the
+// commit) even when a handler ignores its context: such a handler is left
+// running and counted (Stats().Abandoned), its worker replaced, and its
+// record, not being done, is not committed past.
 func (rt *runtime) release(tps map[string][]int32, wait time.Duration, commit bool) error {
 	parts := rt.take(tps)
-	rt.c.stats.assigned.Add(-int64(len(parts)))
 	if len(parts) == 0 {
 		return nil
 	}
-	deadline := time.NewTimer(wait)
-	defer deadline.Stop()
-	for _, p := range parts {
-		select {
-		case <-p.stop():
-		case <-deadline.C:
-			rt.c.log.Warn("handlers still running after the wait; cancelling them", "topic", p.topic, "partition", p.id, "wait", wait)
-			for _, q := range parts {
-				q.cancel()
+	grace := min(wait/5, 2*time.Second) // for cancelled handlers to return
+	if !waitIdle(parts, time.Now().Add(wait-grace)) {
+		rt.c.log.Warn("handlers still running at the revoke or shutdown wait; cancelling them", "wait", wait)
+		for _, p := range parts {
+			p.cancel()
+		}
+		if !waitIdle(parts, time.Now().Add(grace)) {
+			n := 0
+			for _, p := range parts {
+				n += p.abandon()
 			}
-			deadline.Reset(time.Hour)
-			<-p.stop()
+			for range n {
+				rt.startWorker() // in place of each worker stuck in a handler
+			}
+			rt.c.stats.abandoned.Add(int64(n))
+			rt.c.log.Error("handlers ignore their cancelled context; leaving them running and not committing past their records",
+				"abandoned", n, "wait", wait)
 		}
 	}
 	var err error
+	rt.commitMu.Lock()
 	if commit {
-		err = rt.commit(context.Background(), parts)
+		err = rt.commitLocked(context.Background(), parts, false)
 	}
+	for _, p := range parts {
+		p.release()
+	}
+	rt.commitMu.Unlock()
 	for _, p := range parts {
 		p.cancel()
 	}
 	return err
+}
+
+// waitIdle waits until no handler of parts runs, or until the deadline,
+// and reports whether they all became idle.
+func waitIdle(parts []*partition, deadline time.Time) bool {
+	t := time.NewTimer(max(time.Until(deadline), 0))
+	defer t.Stop()
+	for _, p := range parts {
+		select {
+		case <-p.stop():
+		case <-t.C:
+			return false
+		}
+	}
+	return true
 }
 
 // lag reports, per live partition, the records between the next offset to
@@ -550,8 +775,16 @@ func (rt *runtime) commitLoop(ctx context.Context) {
 }
 
 // commit commits the done offsets of parts that moved since their last
-// commit.
+// commit, one commit at a time.
 func (rt *runtime) commit(ctx context.Context, parts []*partition) error {
+	rt.commitMu.Lock()
+	defer rt.commitMu.Unlock()
+	return rt.commitLocked(ctx, parts, true)
+}
+
+
+// commitLocked is commit with commitMu held.
+func (rt *runtime) commitLocked(ctx context.Context, parts []*partition, periodic bool) error {
 	offsets := map[string]map[int32]kgo.EpochOffset{}
 	type moved struct {
 		p   *partition
@@ -571,6 +804,9 @@ func (rt *runtime) commit(ctx context.Context, parts []*partition) error {
 	}
 	if len(ms) == 0 {
 		return nil
+	}
+	if hook := rt.c.cfg.commitHook; hook != nil {
+		hook(periodic) // tests only: widens the window a racing commit would need
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
