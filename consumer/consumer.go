@@ -36,8 +36,12 @@
 // last commit: never past a record that is not done. It commits every
 // CommitInterval, when partitions are revoked, and when Run returns. After a
 // crash, processing resumes at the first record that was not done; records
-// after it that were already handled are delivered again, and the
-// idempotency store skips them.
+// after it that were already handled are delivered again (at most
+// MaxUncommitted per partition): a durable store (idempotency/pgstore)
+// skips them, the memory store only while this process still holds their
+// marks. Commits happen one at a time and never move an offset back, and a
+// partition given up is never committed again. Records of aborted producer
+// transactions are never read (read_committed).
 //
 // # Idempotency
 //
