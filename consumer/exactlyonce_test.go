@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 		if role != "1" {
 			run = func() error { return childService(role) }
 		}
+		if role == childOutboxRole {
+			run = childOutbox
+		}
 		if err := run(); err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
 			os.Exit(1)
