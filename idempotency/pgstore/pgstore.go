@@ -26,8 +26,58 @@
 //
 // Effects outside the database (publishing an event, calling an API) are
 // not covered by the transaction: if the commit fails after such an effect,
-// a redelivery repeats it. Write those through an outbox table in the same
-// transaction, or make them idempotent at their destination.
+// a redelivery repeats it. Publish events through the outbox (below), and
+// make other effects idempotent at their destination.
+//
+// # Outbox
+//
+// [Outbox] puts a handler's events into the same transaction: a producer
+// created with producer.Outbox(outbox) writes each event that a handler
+// publishes (with its context) as a row of the outbox table, in the
+// transaction of the mark and the handler's writes, and [Outbox.Relay]
+// sends the rows to Kafka once that transaction has committed. An attempt
+// that fails leaves no event behind, not even one it published before
+// failing; an attempt that succeeds has its events sent even if the
+// process dies the moment after the commit.
+//
+//	store, err := pgstore.New(ctx, pool)
+//	…
+//	outbox, err := pgstore.NewOutbox(ctx, pool) // same database as the store
+//	…
+//	prod, err := producer.New(ctx, conn, reg, producer.Outbox(outbox))
+//	…
+//	relayClient, err := kgo.NewClient(kgo.SeedBrokers(brokers...)) // idempotent, acks=all: the defaults
+//	…
+//	go outbox.Relay(ctx, relayClient) // in every instance; they take turns
+//
+//	c, err := consumer.New(conn, reg, "payment-service", consumer.Store(store))
+//	consumer.Handle(c, "orders", func(ctx context.Context, ev consumer.Event[OrderPlaced]) error {
+//		tx, _ := pgstore.Tx(ctx)
+//		if _, err := tx.Exec(ctx, "INSERT INTO payments …"); err != nil {
+//			return err
+//		}
+//		_, err := prod.Publish(ctx, "payments", ev.Key, PaymentRequested{…}) // queued in tx
+//		return err
+//	})
+//
+// Outside a handler's transaction the producer publishes directly. A
+// queued publish returns at once, with Published.Queued set and no
+// partition or offset; the event reaches Kafka within about RelayInterval
+// (100ms by default) once the relay is running.
+//
+// The relay sends records in the order they were written, so events with
+// one key stay in order, and deletes each row once the broker has
+// acknowledged it. Several relays on one table take turns through an
+// advisory lock rather than sharing the rows (SELECT … FOR UPDATE SKIP
+// LOCKED would let two relays send batches with the same key at once, out
+// of order). A relay that dies between the broker's acknowledgement and the
+// deletion leaves the rows, and they are sent again: consumers see a copy
+// with the same ce_id and skip it. Inside a handler, ce_id is derived from
+// the handled event (see package producer), so a handler attempt that is
+// repeated after a crash queues its events under the same ids as well.
+// The relay polls; it does not use LISTEN/NOTIFY: a transaction that
+// sends NOTIFY takes a server-wide lock when it commits, so every
+// handler's commit would queue behind the others'.
 //
 // # Connections
 //
