@@ -198,6 +198,15 @@ func Retry(p RetryPolicy) Option { return func(c *config) { c.retry = p } }
 // dead-lettered as choreo.KindRetriesExhausted. Meanwhile the records after
 // it, even of the same key, go on: retry topics trade order for liveness.
 // The topics are named <group>.retry.<n>-<delay>, e.g. payments.retry.1-10s.
+//
+// Changing the delays leaves the old topics behind, maybe with records
+// waiting in them whose source offsets are committed. Run finds the
+// group's retry topics that the configuration no longer writes to (by
+// exact name) and keeps consuming them: their records are handled when
+// due, like any retry record, and one that fails again goes on to the
+// current configuration's next tier after its own (a record from old tier
+// n to tier n+1), or, if there is none, to the dead-letter topic. Delete
+// an old topic once the group has no lag on it.
 func RetryTopics(delays ...time.Duration) Option {
 	return func(c *config) { c.retryDelays = append([]time.Duration(nil), delays...) }
 }
@@ -205,6 +214,10 @@ func RetryTopics(delays ...time.Duration) Option {
 // BlockingRetries turns retry topics off: a failing record is retried in
 // process only (see Retry), holding its key, and then dead-lettered. Choose
 // it when the order of a key's events matters more than liveness.
+//
+// Records that earlier configurations forwarded to retry topics are still
+// read from them (see RetryTopics); with no retry topics to go on to, one
+// that fails again is dead-lettered.
 func BlockingRetries() Option { return func(c *config) { c.retryDelays = nil } }
 
 // Classify overrides how errors are classified: return
@@ -223,7 +236,9 @@ func Service(name string) Option { return func(c *config) { c.service = name } }
 func DeadLetterTopic(name string) Option { return func(c *config) { c.deadLetterTopic = name } }
 
 // NoProvisioning stops the consumer from creating its retry and
-// dead-letter topics; they must exist (Run fails fast otherwise).
+// dead-letter topics; they must exist. If any is missing, Run returns an
+// error at once, before joining the group, naming each missing topic with
+// the partitions and max.message.bytes to create it with.
 func NoProvisioning() Option { return func(c *config) { c.provision = false } }
 
 // RedactHeaders replaces the values of these headers (case-insensitive

@@ -2,7 +2,9 @@ package consumer_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 
 	"github.com/choreokit/choreo/connection"
 	"github.com/choreokit/choreo/consumer"
+	"github.com/choreokit/choreo/dlq"
 	"github.com/choreokit/choreo/kafkatest"
 	"github.com/choreokit/choreo/schema"
 )
@@ -78,6 +81,96 @@ func TestProvisioningFailsFastWithoutCreateRights(t *testing.T) {
 	eventually(t, 20*time.Second, "consumer ready", c2.Ready)
 	if err := stop(); err != nil {
 		t.Fatalf("Run with the DLQ topic present: %v", err)
+	}
+}
+
+// TestNoProvisioningFailsFast: with provisioning off and the service's
+// own topics missing, Run returns at once with an error that names every
+// missing topic and says how to create it; the consumer never becomes
+// ready.
+func TestNoProvisioningFailsFast(t *testing.T) {
+	h := newHarness(t, 3)
+	group := kafkatest.Group(t)
+	c := h.consumer(group, consumer.NoProvisioning(), consumer.RetryTopics(time.Second, time.Minute))
+	consumer.Handle(c, h.topic, func(context.Context, consumer.Event[OrderPlaced]) error { return nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := c.Run(ctx)
+	if err == nil {
+		t.Fatal("Run with its topics missing and provisioning off returned nil; want an error")
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("Run returned only when its context ended (%v); want it to fail at once", err)
+	}
+	for _, want := range []string{dlq.Topic(group), group + ".retry.1-1s", group + ".retry.2-1m",
+		"at least 3 partitions", "max.message.bytes=9437184"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Run = %v; want it to mention %q", err, want)
+		}
+	}
+	if c.Ready() {
+		t.Error("Ready after Run failed")
+	}
+
+	// With the topics created by someone else, the same configuration runs.
+	for _, name := range []string{dlq.Topic(group), group + ".retry.1-1s", group + ".retry.2-1m"} {
+		h.cluster.CreateTopic(t, name, 3)
+	}
+	c2 := h.consumer(group, consumer.NoProvisioning(), consumer.RetryTopics(time.Second, time.Minute))
+	handled := make(chan struct{}, 1)
+	consumer.Handle(c2, h.topic, func(context.Context, consumer.Event[OrderPlaced]) error {
+		handled <- struct{}{}
+		return nil
+	})
+	stop := running(t, c2)
+	eventually(t, 20*time.Second, "consumer ready", c2.Ready)
+	if _, err := h.prod.Publish(context.Background(), h.topic, "k", order("k", 1)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-handled:
+	case <-time.After(20 * time.Second):
+		t.Fatal("record not handled with the topics present")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMissingSourceTopicNotReady: a consumer whose source topic does not
+// exist runs, says why it is not ready, and becomes ready and handles the
+// topic's records once the topic is created.
+func TestMissingSourceTopicNotReady(t *testing.T) {
+	h := newHarness(t, 1)
+	group := kafkatest.Group(t)
+	missing := kafkatest.Name(t, "later")
+	c := h.consumer(group, consumer.BlockingRetries())
+	var handled atomic.Int64
+	consumer.Handle(c, missing, func(context.Context, consumer.Event[OrderPlaced]) error {
+		handled.Add(1)
+		return nil
+	})
+	stop := running(t, c)
+	want := "source topic " + missing + " does not exist"
+	eventually(t, 20*time.Second, "CheckReady naming the missing topic", func() bool {
+		err := c.CheckReady()
+		return err != nil && strings.Contains(err.Error(), want)
+	})
+	time.Sleep(500 * time.Millisecond) // the group may have joined meanwhile: still not ready
+	if err := c.CheckReady(); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("CheckReady = %v; want it to say %q", err, want)
+	}
+
+	h.cluster.CreateTopic(t, missing, 2)
+	eventually(t, 20*time.Second, "consumer ready once the topic exists", c.Ready)
+	for i := range 4 {
+		if _, err := h.prod.Publish(context.Background(), missing, fmt.Sprint("k", i), order("o", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 20*time.Second, "records of the new topic handled", func() bool { return handled.Load() == 4 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
 	}
 }
 

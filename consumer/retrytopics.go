@@ -19,6 +19,32 @@ func retryTopicName(group string, tier int, delay time.Duration) string {
 	return fmt.Sprintf("%s.retry.%d-%s", group, tier, shortDuration(delay))
 }
 
+// retryTopicTier reports whether name is a retry topic of group, of this
+// or any other configuration, and its tier: whether it is exactly what
+// retryTopicName writes for group, some tier and some delay. The exact
+// round trip keeps out another group's topics, even one whose name starts
+// with this group's (pay and pay.retry.1-10s: the latter's retry topic
+// pay.retry.1-10s.retry.1-10s is not pay's).
+func retryTopicTier(group, name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, group+".retry.")
+	if !ok {
+		return 0, false
+	}
+	n, delay, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, false
+	}
+	tier, err := strconv.Atoi(n)
+	if err != nil || tier < 1 {
+		return 0, false
+	}
+	d, err := time.ParseDuration(delay)
+	if err != nil || d <= 0 || retryTopicName(group, tier, d) != name {
+		return 0, false
+	}
+	return tier, true
+}
+
 // shortDuration writes d without zero units: 10s, 1m, 1h30m, 1500ms.
 func shortDuration(d time.Duration) string {
 	if d < time.Second || d%time.Second != 0 {
