@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/choreokit/choreo/schema/registry"
@@ -35,20 +36,34 @@ type devConfig struct {
 	partitions     int    // partitions of auto-created topics
 }
 
-func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dev", stderr)
+func newDevCmd() *cobra.Command {
 	var cfg devConfig
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run an embedded Kafka broker and schema registry for development",
+		Long: `Run an embedded Kafka broker and schema registry on localhost until
+interrupted (Ctrl-C, SIGTERM), and print the export lines that point
+KAFKA_BROKERS and SCHEMA_REGISTRY_URL at them. Topics are created on first
+use. With --data-dir, topics, offsets and schemas survive a restart.`,
+		Args: usageArgs(cobra.NoArgs, func(args []string) string {
+			return fmt.Sprintf("unexpected argument %q", args[0])
+		}),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDev(cmd.Context(), cfg, cmd.OutOrStdout())
+		},
+	}
+	fs := cmd.Flags()
 	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:9092", "address the Kafka broker listens on")
 	fs.StringVar(&cfg.registryListen, "registry-listen", "127.0.0.1:8081", "address the schema registry listens on")
 	fs.StringVar(&cfg.dataDir, "data-dir", "", "directory that keeps topics, offsets and schemas across restarts (default: memory only)")
 	fs.IntVar(&cfg.partitions, "partitions", 3, "partitions of topics created automatically")
-	rest, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(rest) > 0 {
-		return usagef("unexpected argument %q", rest[0])
-	}
+	_ = cmd.MarkFlagDirname("data-dir")
+	return cmd
+}
+
+// runDev serves the stack until ctx is done.
+func runDev(ctx context.Context, cfg devConfig, stdout io.Writer) error {
 	st, err := startDev(cfg)
 	if err != nil {
 		return err

@@ -220,38 +220,57 @@ func TestDevBadInput(t *testing.T) {
 	}
 	free := "127.0.0.1:0"
 	for _, tc := range []struct {
-		name string
-		args []string
-		code int
-		want string
+		name  string
+		args  []string
+		code  int
+		want  string
+		usage bool // the message is followed by the usage of dev
 	}{
-		{"listen nonsense", []string{"--listen", "nonsense"}, 2, `--listen "nonsense": want host:port`},
-		{"listen bad port", []string{"--listen", "127.0.0.1:99999"}, 2, "port must be a number"},
-		{"registry nonsense", []string{"--listen", free, "--registry-listen", "x"}, 2, "--registry-listen"},
-		{"broker port in use", []string{"--listen", busy.Addr().String(), "--registry-listen", free}, 1, "address already in use"},
-		{"registry port in use", []string{"--listen", free, "--registry-listen", busy.Addr().String()}, 1, "address already in use"},
-		{"data dir is a file", []string{"--listen", free, "--registry-listen", free, "--data-dir", filepath.Join(notDir, "sub")}, 1, "--data-dir"},
-		{"unknown flag", []string{"--bogus"}, 2, "flag provided but not defined"},
-		{"extra argument", []string{"now"}, 2, `unexpected argument "now"`},
-		{"partitions", []string{"--partitions", "0"}, 2, "--partitions 0"},
+		{"listen nonsense", []string{"--listen", "nonsense"}, 2, `--listen "nonsense": want host:port`, false},
+		{"listen bad port", []string{"--listen", "127.0.0.1:99999"}, 2, "port must be a number", false},
+		{"registry nonsense", []string{"--listen", free, "--registry-listen", "x"}, 2, "--registry-listen", false},
+		{"broker port in use", []string{"--listen", busy.Addr().String(), "--registry-listen", free}, 1, "address already in use", false},
+		{"registry port in use", []string{"--listen", free, "--registry-listen", busy.Addr().String()}, 1, "address already in use", false},
+		{"data dir is a file", []string{"--listen", free, "--registry-listen", free, "--data-dir", filepath.Join(notDir, "sub")}, 1, "--data-dir", false},
+		{"unknown flag", []string{"--bogus"}, 2, "unknown flag: --bogus", true},
+		{"extra argument", []string{"now"}, 2, `unexpected argument "now"`, true},
+		{"partitions", []string{"--partitions", "0"}, 2, "--partitions 0", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := childCommand(t, append([]string{"dev"}, tc.args...)...)
-			var stderr bytes.Buffer
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout = &stdout
 			cmd.Stderr = &stderr
 			err := cmd.Run()
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.ExitCode() != tc.code {
 				t.Fatalf("exit: %v; want status %d (stderr %q)", err, tc.code, stderr.String())
 			}
-			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
-			if len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
-				t.Fatalf("stderr = %q; want one line containing %q", stderr.String(), tc.want)
-			}
+			checkErrorOutput(t, stderr.String(), "choreo dev: ", tc.want, tc.usage)
 			if strings.Contains(stderr.String(), "goroutine") {
 				t.Fatalf("stderr has a stack trace: %s", stderr.String())
 			}
+			if strings.Contains(stdout.String(), "export ") {
+				t.Errorf("stdout %q: the stack started despite the error", stdout.String())
+			}
 		})
+	}
+}
+
+// checkErrorOutput checks what a failed command wrote to stderr: one line,
+// prefix+message containing want; with usage, that line, an empty line and
+// the command's usage with its flags.
+func checkErrorOutput(t *testing.T, stderr, prefix, want string, usage bool) {
+	t.Helper()
+	first, rest, _ := strings.Cut(strings.TrimSpace(stderr), "\n")
+	if !strings.HasPrefix(first, prefix) || !strings.Contains(first, want) {
+		t.Errorf("first line of stderr %q; want %q... containing %q", first, prefix, want)
+	}
+	switch {
+	case !usage && rest != "":
+		t.Errorf("stderr = %q; want one line", stderr)
+	case usage && (!strings.HasPrefix(rest, "\nUsage:\n") || !strings.Contains(rest, "Flags:")):
+		t.Errorf("stderr after the message = %q; want an empty line and the usage with the flags", rest)
 	}
 }
 
@@ -312,7 +331,8 @@ func TestUsage(t *testing.T) {
 		t.Errorf("unknown command: status %d, stderr %q", code, errOut.String())
 	}
 	errOut.Reset()
-	if code := run(context.Background(), []string{"dev", "-h"}, &out, &errOut); code != 0 || !strings.Contains(errOut.String(), "-data-dir") {
-		t.Errorf("dev -h: status %d, stderr %q; want 0 and the flags", code, errOut.String())
+	// Requested help goes to stdout.
+	if code := run(context.Background(), []string{"dev", "-h"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "--data-dir") {
+		t.Errorf("dev -h: status %d, stdout %q; want 0 and the flags", code, out.String())
 	}
 }

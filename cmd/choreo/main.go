@@ -4,47 +4,42 @@
 //
 // Usage:
 //
-//	choreo dev [--listen ADDR] [--registry-listen ADDR] [--data-dir DIR]
-//	choreo schema check    --subject S FILE.avsc
-//	choreo schema register --subject S FILE.avsc
+//	choreo dev [--listen ADDR] [--registry-listen ADDR] [--data-dir DIR] [--partitions N]
+//	choreo schema check    --subject SUBJECT [--registry URL] FILE.avsc
+//	choreo schema register --subject SUBJECT [--registry URL] FILE.avsc
+//	choreo completion bash|zsh|fish|powershell
+//	choreo --version
+//	choreo help [COMMAND]   (or choreo COMMAND --help)
 //
-// Programs read the environment (KAFKA_BROKERS, SCHEMA_REGISTRY_URL,
-// KAFKA_SASL_*, KAFKA_TLS*) and flags override it. Errors are one line on
-// standard error and a non-zero exit status: 2 for a usage error, 1 for a
-// failure.
+// Flags are GNU style: --name value or --name=value, anywhere after the
+// command. A mistyped command gets a suggestion ("did you mean dev?").
+//
+// Environment: commands that reach Kafka read KAFKA_BROKERS and the SASL and
+// TLS settings KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD,
+// KAFKA_TLS and KAFKA_TLS_CA_FILE (see package connection); commands that
+// reach a schema registry read SCHEMA_REGISTRY_URL, SCHEMA_REGISTRY_USERNAME
+// and SCHEMA_REGISTRY_PASSWORD. Flags (--brokers, --registry) override them.
+//
+// Exit status: 0 success; 1 failure; 2 usage error (an unknown command or
+// flag, a bad flag value, missing or extra arguments, no registry or broker
+// configured). An error is one line on standard error,
+// "choreo <command>: <message>"; for a malformed command line (unknown flag,
+// wrong arguments, missing subcommand) the command's usage follows it.
+// Requested help (--help, help) goes to standard output.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/spf13/cobra"
 )
-
-// command is one subcommand of the CLI.
-type command struct {
-	summary string
-	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
-}
-
-var commands = map[string]command{
-	"dev":    {"run an embedded Kafka broker and schema registry for development", runDev},
-	"schema": {"check or register an Avro schema against a registry", runSchema},
-}
-
-// usageError is a mistake in how the command was called: exit status 2.
-type usageError struct{ msg string }
-
-// Error returns the message.
-func (e usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -55,28 +50,28 @@ func main() {
 
 // run executes the command line args and returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		printUsage(stderr)
-		if len(args) == 0 {
-			return 2
-		}
+	return execute(ctx, newRootCmd(), args, stdout, stderr)
+}
+
+// execute runs root with args and turns its error into the one-line message
+// and the exit status.
+func execute(ctx context.Context, root *cobra.Command, args []string, stdout, stderr io.Writer) int {
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
 		return 0
 	}
-	cmd, ok := commands[args[0]]
-	if !ok {
-		fmt.Fprintf(stderr, "choreo: unknown command %q (run 'choreo help')\n", args[0])
-		return 2
+	if cmd == nil {
+		cmd = root
 	}
-	err := cmd.run(ctx, args[1:], stdout, stderr)
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, flag.ErrHelp):
-		return 0
-	}
-	fmt.Fprintf(stderr, "choreo %s: %v\n", args[0], err)
+	fmt.Fprintf(stderr, "%s: %s\n", cmd.CommandPath(), oneLine(err.Error()))
 	var ue usageError
 	if errors.As(err, &ue) {
+		if ue.showUsage {
+			fmt.Fprintf(stderr, "\n%s", cmd.UsageString())
+		}
 		return 2
 	}
 	var ex exitError
@@ -85,6 +80,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	return 1
 }
+
+// oneLine folds a multi-line message onto one line.
+func oneLine(msg string) string {
+	lines := strings.Split(strings.TrimSpace(msg), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimSpace(l)
+	}
+	return strings.Join(lines, " ")
+}
+
+// usageError is a mistake in how the command was called: exit status 2.
+// With showUsage, the command line itself was malformed (unknown flag, wrong
+// number of arguments, missing subcommand) and the command's usage is printed
+// after the message; a bad value of a well-formed flag is only the message,
+// which names the flag.
+type usageError struct {
+	msg       string
+	showUsage bool
+}
+
+// Error returns the message.
+func (e usageError) Error() string { return e.msg }
+
+// usagef returns a usage error without the usage: the message says it all.
+func usagef(format string, args ...any) error { return usageError{msg: fmt.Sprintf(format, args...)} }
 
 // exitError carries a specific exit status with its message.
 type exitError struct {
@@ -97,49 +117,3 @@ func (e exitError) Error() string { return e.err.Error() }
 
 // Unwrap returns the wrapped error.
 func (e exitError) Unwrap() error { return e.err }
-
-func printUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: choreo <command> [flags]\n\ncommands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", n, commands[n].summary)
-	}
-	fmt.Fprintln(w, "\nrun 'choreo <command> -h' for a command's flags")
-}
-
-// newFlagSet returns a flag set that reports errors instead of exiting and
-// prints its help to stderr.
-func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("choreo "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
-}
-
-// parseFlags parses args, turning flag errors into usage errors. Flags may
-// follow positional arguments.
-func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
-	out := fs.Output()
-	fs.SetOutput(io.Discard)
-	var rest []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fs.SetOutput(out)
-				fmt.Fprintf(out, "usage of %s:\n", fs.Name())
-				fs.PrintDefaults()
-				return nil, err
-			}
-			return nil, usagef("%s", strings.TrimSpace(err.Error()))
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return rest, nil
-		}
-		rest = append(rest, args[0])
-		args = args[1:]
-	}
-}

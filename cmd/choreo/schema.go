@@ -1,130 +1,130 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/choreokit/choreo/schema"
 )
 
-// Environment variables of the schema commands.
-const (
-	envRegistryURL      = "SCHEMA_REGISTRY_URL"
-	envRegistryUser     = "SCHEMA_REGISTRY_USERNAME"
-	envRegistryPassword = "SCHEMA_REGISTRY_PASSWORD"
-)
-
-func runSchema(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usagef("want a subcommand: check or register")
-	}
-	switch args[0] {
-	case "check":
-		return runSchemaCheck(ctx, args[1:], stdout, stderr)
-	case "register":
-		return runSchemaRegister(ctx, args[1:], stdout, stderr)
-	case "-h", "--help", "help":
-		fmt.Fprintln(stderr, "usage: choreo schema check|register --subject S [--registry URL] FILE.avsc")
-		return nil
-	}
-	return usagef("unknown subcommand %q: want check or register", args[0])
+func newSchemaCmd() *cobra.Command {
+	return newGroupCmd("schema", "Check or register an Avro schema against a registry",
+		newSchemaCheckCmd(), newSchemaRegisterCmd())
 }
 
-// schemaArgs are the flags and the file both schema subcommands take.
-type schemaArgs struct {
+func newSchemaCheckCmd() *cobra.Command {
+	var f *schemaFlags
+	cmd := &cobra.Command{
+		Use:   "check --subject SUBJECT FILE.avsc",
+		Short: "Check that a schema is compatible with a subject's registered versions",
+		Long: `Check that the Avro schema in FILE.avsc is compatible with the versions
+registered under SUBJECT, without registering it. Exit status 1, with the
+reasons on standard output, when it is not.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, reg, err := f.open(args)
+			if err != nil {
+				return err
+			}
+			if err := reg.CheckCompatible(cmd.Context(), f.subject, s); err != nil {
+				return f.explain(cmd.OutOrStdout(), "is NOT compatible with subject", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s (%s) is compatible with subject %s\n", f.file, s.FullName(), f.subject)
+			return nil
+		},
+	}
+	f = addSchemaFlags(cmd)
+	return cmd
+}
+
+func newSchemaRegisterCmd() *cobra.Command {
+	var f *schemaFlags
+	cmd := &cobra.Command{
+		Use:   "register --subject SUBJECT FILE.avsc",
+		Short: "Register a schema under a subject, if compatible",
+		Long: `Register the Avro schema in FILE.avsc under SUBJECT and print its id. The
+registry refuses a schema incompatible with the subject's versions: exit
+status 1, with the reasons on standard output.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, reg, err := f.open(args)
+			if err != nil {
+				return err
+			}
+			id, err := reg.Register(cmd.Context(), f.subject, s)
+			if err != nil {
+				return f.explain(cmd.OutOrStdout(), "was NOT registered under", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "registered %s (%s) under %s with id %d\n", f.file, s.FullName(), f.subject, id)
+			return nil
+		},
+	}
+	f = addSchemaFlags(cmd)
+	return cmd
+}
+
+// schemaFlags are the flags and the file both schema subcommands take.
+type schemaFlags struct {
 	subject  string
-	registry string
-	file     string
+	registry *registryFlags
+	file     string // the argument, set by open
 }
 
-func parseSchemaArgs(name string, args []string, stderr io.Writer) (schemaArgs, error) {
-	fs := newFlagSet("schema "+name, stderr)
-	var a schemaArgs
-	fs.StringVar(&a.subject, "subject", "", "registry subject, such as orders-value (required)")
-	fs.StringVar(&a.registry, "registry", os.Getenv(envRegistryURL), "schema registry URL (default $"+envRegistryURL+")")
-	rest, err := parseFlags(fs, args)
-	if err != nil {
-		return a, err
+// addSchemaFlags defines --subject and --registry on cmd and its FILE.avsc
+// argument.
+func addSchemaFlags(cmd *cobra.Command) *schemaFlags {
+	f := &schemaFlags{}
+	cmd.Flags().StringVar(&f.subject, "subject", "", "registry subject, such as orders-value (required)")
+	f.registry = addRegistryFlag(cmd)
+	cmd.Args = usageArgs(cobra.ExactArgs(1), func(args []string) string {
+		return fmt.Sprintf("want exactly one schema file, got %d", len(args))
+	})
+	cmd.ValidArgsFunction = func(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return []string{"avsc"}, cobra.ShellCompDirectiveFilterFileExt
 	}
-	switch {
-	case a.subject == "":
-		return a, usagef("--subject is required")
-	case len(rest) != 1:
-		return a, usagef("want exactly one schema file, got %d", len(rest))
-	case a.registry == "":
-		return a, usagef("no schema registry: set %s or --registry (choreo dev serves http://127.0.0.1:8081)", envRegistryURL)
-	}
-	a.file = rest[0]
-	return a, nil
+	return f
 }
 
-func (a schemaArgs) open() (*schema.Registry, *schema.Schema, error) {
-	text, err := os.ReadFile(a.file)
+// open checks the flags, then reads and parses the schema file and returns
+// it with the registry client.
+func (f *schemaFlags) open(args []string) (*schema.Schema, *schema.Registry, error) {
+	f.file = args[0]
+	if f.subject == "" {
+		return nil, nil, usagef("--subject is required")
+	}
+	if err := f.registry.check(); err != nil {
+		return nil, nil, err
+	}
+	text, err := os.ReadFile(f.file)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read schema: %w", err)
 	}
 	s, err := schema.Parse(string(text))
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", a.file, err)
+		return nil, nil, fmt.Errorf("%s: %w", f.file, err)
 	}
-	var opts []schema.RegistryOption
-	if u := os.Getenv(envRegistryUser); u != "" {
-		opts = append(opts, schema.BasicAuth(u, os.Getenv(envRegistryPassword)))
-	}
-	reg, err := schema.NewRegistry(strings.Split(a.registry, ","), opts...)
+	reg, err := f.registry.client()
 	if err != nil {
-		return nil, nil, fmt.Errorf("registry %s: %w", a.registry, err)
+		return nil, nil, err
 	}
-	return reg, s, nil
-}
-
-func runSchemaCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	a, err := parseSchemaArgs("check", args, stderr)
-	if err != nil {
-		return err
-	}
-	reg, s, err := a.open()
-	if err != nil {
-		return err
-	}
-	if err := reg.CheckCompatible(ctx, a.subject, s); err != nil {
-		return a.explain(stdout, "is NOT compatible with subject", err)
-	}
-	fmt.Fprintf(stdout, "%s (%s) is compatible with subject %s\n", a.file, s.FullName(), a.subject)
-	return nil
-}
-
-func runSchemaRegister(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	a, err := parseSchemaArgs("register", args, stderr)
-	if err != nil {
-		return err
-	}
-	reg, s, err := a.open()
-	if err != nil {
-		return err
-	}
-	id, err := reg.Register(ctx, a.subject, s)
-	if err != nil {
-		return a.explain(stdout, "was NOT registered under", err)
-	}
-	fmt.Fprintf(stdout, "registered %s (%s) under %s with id %d\n", a.file, s.FullName(), a.subject, id)
-	return nil
+	return s, reg, nil
 }
 
 // explain prints the reasons of an incompatibility and returns the error
 // for exit status 1; other errors pass through.
-func (a schemaArgs) explain(stdout io.Writer, what string, err error) error {
+func (f *schemaFlags) explain(stdout io.Writer, what string, err error) error {
 	var inc *schema.IncompatibleError
 	if !errors.As(err, &inc) {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s %s %s:\n", a.file, what, a.subject)
+	fmt.Fprintf(stdout, "%s %s %s:\n", f.file, what, f.subject)
 	for _, r := range inc.Reasons {
 		fmt.Fprintf(stdout, "  - %s\n", r)
 	}
-	return exitError{1, fmt.Errorf("%s: incompatible with %s", a.file, a.subject)}
+	return exitError{1, fmt.Errorf("%s: incompatible with %s", f.file, f.subject)}
 }

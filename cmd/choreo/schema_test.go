@@ -41,19 +41,20 @@ func TestSchemaCheckAndRegister(t *testing.T) {
 		stdout  string
 		stderr  string
 		regFlag bool
+		usage   bool // the message is followed by the usage
 	}{
-		{"check before anything is registered", []string{"check", "--subject", "orders-value", v1}, 0, "is compatible", "", false},
-		{"register v1", []string{"register", "--subject", "orders-value", v1}, 0, "with id 1", "", false},
-		{"check compatible v2", []string{"check", "--subject", "orders-value", v2}, 0, "is compatible", "", false},
-		{"check incompatible", []string{"check", "--subject", "orders-value", broken}, 1, "NOT compatible", "incompatible with orders-value", false},
-		{"register incompatible", []string{"register", "--subject", "orders-value", broken}, 1, "NOT registered", "incompatible with orders-value", false},
-		{"invalid schema file", []string{"check", "--subject", "orders-value", notAvro}, 1, "", "bad.avsc", false},
-		{"missing file", []string{"check", "--subject", "s", filepath.Join(dir, "none.avsc")}, 1, "", "no such file", false},
-		{"no subject", []string{"check", v1}, 2, "", "--subject is required", false},
-		{"two files", []string{"check", "--subject", "s", v1, v2}, 2, "", "exactly one schema file", false},
-		{"unknown subcommand", []string{"delete"}, 2, "", `unknown subcommand "delete"`, false},
-		{"no subcommand", nil, 2, "", "want a subcommand", false},
-		{"registry down", []string{"check", "--registry", "http://127.0.0.1:1", "--subject", "s", v1}, 1, "", "", true},
+		{"check before anything is registered", []string{"check", "--subject", "orders-value", v1}, 0, "is compatible", "", false, false},
+		{"register v1", []string{"register", "--subject", "orders-value", v1}, 0, "with id 1", "", false, false},
+		{"check compatible v2", []string{"check", "--subject", "orders-value", v2}, 0, "is compatible", "", false, false},
+		{"check incompatible", []string{"check", "--subject", "orders-value", broken}, 1, "NOT compatible", "incompatible with orders-value", false, false},
+		{"register incompatible", []string{"register", "--subject", "orders-value", broken}, 1, "NOT registered", "incompatible with orders-value", false, false},
+		{"invalid schema file", []string{"check", "--subject", "orders-value", notAvro}, 1, "", "bad.avsc", false, false},
+		{"missing file", []string{"check", "--subject", "s", filepath.Join(dir, "none.avsc")}, 1, "", "no such file", false, false},
+		{"no subject", []string{"check", v1}, 2, "", "--subject is required", false, false},
+		{"two files", []string{"check", "--subject", "s", v1, v2}, 2, "", "exactly one schema file", false, true},
+		{"unknown subcommand", []string{"delete"}, 2, "", `unknown command "delete"`, false, false},
+		{"no subcommand", nil, 2, "", "want a subcommand", false, true},
+		{"registry down", []string{"check", "--registry", "http://127.0.0.1:1", "--subject", "s", v1}, 1, "", "", true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
@@ -67,8 +68,8 @@ func TestSchemaCheckAndRegister(t *testing.T) {
 			if !strings.Contains(errOut.String(), tc.stderr) {
 				t.Errorf("stderr %q; want it to contain %q", errOut.String(), tc.stderr)
 			}
-			if tc.code != 0 && strings.Count(strings.TrimSpace(errOut.String()), "\n") != 0 {
-				t.Errorf("stderr has more than one line: %q", errOut.String())
+			if tc.code != 0 {
+				checkErrorOutput(t, errOut.String(), "choreo schema", tc.stderr, tc.usage)
 			}
 		})
 	}
