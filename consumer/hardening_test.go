@@ -140,7 +140,7 @@ func TestStuckHeadBoundsRedelivery(t *testing.T) {
 	for range 10 {
 		time.Sleep(100 * time.Millisecond)
 		if s := a.Stats(); s.Uncommitted > maxInFlight {
-			t.Fatalf("uncommitted backlog %d; want at most MaxUncommitted = MaxInFlight = %d", s.Uncommitted, maxInFlight)
+			t.Fatalf("tracked records %d; want at most MaxUncommitted = MaxInFlight = %d", s.Uncommitted, maxInFlight)
 		}
 	}
 	handledA := a.Stats().Handled

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // partition tracks the records of one assigned partition that the consumer
@@ -18,6 +20,8 @@ type partition struct {
 	id    int32
 
 	highWatermark atomic.Int64 // of the last fetch, for the lag metric
+	tracked       atomic.Int64 // len(entries), written under mu, read without it
+	doneBehind    atomic.Int64 // entries done behind one that is not, written under mu
 
 	// ctx is cancelled when the partition is lost, or when the consumer
 	// gives up waiting for its handlers on revoke or shutdown.
@@ -26,6 +30,7 @@ type partition struct {
 
 	mu          sync.Mutex
 	entries     []entry // in offset order; entries[0] is seq base
+	pending     int     // entries not done
 	base        uint64  // seq of entries[0]
 	nextSeq     uint64
 	committable int64         // offset to commit (next to read); -1 before anything is done
@@ -37,10 +42,18 @@ type partition struct {
 	idle        chan struct{} // closed and replaced as running reaches 0
 
 	// onDrain, when set, is called (once) as the tracked records fall to
-	// drainAt or fewer: it resumes a partition paused because its backlog
-	// of uncommitted records reached the cap.
+	// drainAt or fewer: it wakes the poll loop to take the parked records
+	// of a partition whose backlog reached MaxUncommitted.
 	onDrain func()
 	drainAt int
+
+	// parked are fetched records not taken on yet because the backlog was
+	// at MaxUncommitted, in offset order; the partition's fetching is
+	// paused while there are any.
+	parked []*kgo.Record
+	held   bool // parked records held out of the in-flight budget; fetching paused (see runtime.evictStuck)
+
+	fullSince atomic.Int64 // unix nanos since records have been parked without a break; 0: none
 }
 
 type entry struct {
@@ -57,15 +70,16 @@ func newPartition(parent context.Context, topic string, id int32) *partition {
 	}
 }
 
-// track registers the record at offset as taken on and returns its seq
-// and the backlog: the records tracked, this one included.
-func (p *partition) track(offset int64) (seq uint64, backlog int) {
+// track registers the record at offset as taken on and returns its seq.
+func (p *partition) track(offset int64) (seq uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	seq = p.nextSeq
 	p.nextSeq++
+	p.pending++
 	p.entries = append(p.entries, entry{offset: offset})
-	return seq, len(p.entries)
+	p.tracked.Store(int64(len(p.entries)))
+	return seq
 }
 
 // start reports whether the record may be handled now; if so the caller
@@ -117,8 +131,8 @@ func (p *partition) backlog() int {
 	return len(p.entries)
 }
 
-// whenDrained arranges for fn to run once the backlog falls to at or
-// below n; if it already has, fn runs now.
+// whenDrained arranges for fn to run once the tracked records fall to n
+// or fewer; if they already have, fn runs now.
 func (p *partition) whenDrained(n int, fn func()) {
 	p.mu.Lock()
 	if len(p.entries) > n {
@@ -129,6 +143,13 @@ func (p *partition) whenDrained(n int, fn func()) {
 	p.onDrain = nil
 	p.mu.Unlock()
 	fn()
+}
+
+// isStopping reports whether the partition is being given up.
+func (p *partition) isStopping() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stopping
 }
 
 // abandon counts the handlers still running as abandoned: the consumer
@@ -147,10 +168,11 @@ func (p *partition) markDoneLocked(seq uint64) {
 		return
 	}
 	i := int(seq - p.base)
-	if i >= len(p.entries) {
+	if i >= len(p.entries) || p.entries[i].done {
 		return
 	}
 	p.entries[i].done = true
+	p.pending--
 	n := 0
 	for n < len(p.entries) && p.entries[n].done {
 		p.committable = p.entries[n].offset + 1
@@ -163,6 +185,44 @@ func (p *partition) markDoneLocked(seq uint64) {
 			p.entries = nil // let the backing array go
 		}
 	}
+	p.tracked.Store(int64(len(p.entries)))
+	p.doneBehind.Store(int64(len(p.entries) - p.pending))
+}
+
+// park keeps rs, fetched records not taken on yet, for later, behind
+// those parked already; it reports whether the parked records are held
+// out of the in-flight budget.
+func (p *partition) park(rs []*kgo.Record) (held bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.parked = append(p.parked, rs...)
+	return p.held
+}
+
+// hasParked reports whether records are parked.
+func (p *partition) hasParked() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.parked) > 0
+}
+
+// unpark takes the parked records out, reporting whether they were held.
+func (p *partition) unpark() ([]*kgo.Record, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rs, held := p.parked, p.held
+	p.parked, p.held = nil, false
+	return rs, held
+}
+
+// hold marks the parked records as held out of the in-flight budget; it
+// returns how many there are and whether they were not held before.
+func (p *partition) hold() (int, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	was := p.held
+	p.held = true
+	return len(p.parked), !was
 }
 
 // stop makes the partition start no more records and returns a channel

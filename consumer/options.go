@@ -124,13 +124,15 @@ func WithOrdering(o Ordering) Option { return func(c *config) { c.ordering = o }
 func MaxInFlight(n int) Option { return func(c *config) { c.maxInFlight = n } }
 
 // MaxUncommitted caps, per partition, the records taken on and not yet
-// committable: those in flight and those done behind a record that is not
-// done yet (default: the MaxInFlight value). When one record is stuck (a
-// hung handler, a long retry, a dead-letter outage), the records after it
-// are handled and tracked until the cap, then the partition stops being
-// fetched until the head is done. That bounds both the tracker's memory
-// (about 16 bytes a record) and what a restart redelivers: at most this
-// many records of the partition.
+// committable: in flight, or done behind a record that is not done yet
+// (default: the MaxInFlight value). When one record is stuck (a hung
+// handler, a long retry, a dead-letter outage), the records after it are
+// handled until the cap; then the rest of the partition's last fetch is
+// parked (not fetched again) and its fetching paused until the backlog
+// has fallen to half. That bounds what a restart redelivers (fewer than
+// this many done records of the partition) and the tracker's memory (this
+// many records per partition, about 16 bytes each, plus at most one
+// fetch's worth of parked records).
 func MaxUncommitted(n int) Option { return func(c *config) { c.maxUncommitted = n } }
 
 // MaxInFlightBytes caps the value bytes of records in flight (default 64

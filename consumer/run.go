@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -79,6 +80,11 @@ type runtime struct {
 	assignedMu sync.Mutex
 	assigned   map[topicPartition]struct{} // partitions owned now
 
+	parkedMu    sync.Mutex
+	parkedParts map[*partition]struct{} // partitions with parked records
+	wake        context.CancelFunc      // ends the poll under way, if set
+	parkedN     atomic.Int64            // records parked, over all partitions
+
 	workers sync.WaitGroup
 
 	partsMu sync.Mutex
@@ -94,6 +100,8 @@ type runtime struct {
 
 	handlerBase   context.Context // parent of handler contexts; outlives Run's ctx
 	cancelHandler context.CancelFunc
+
+	fatal fatal // the error a worker ends Run with (FailOnStuckWrite; deadletter.go)
 }
 
 // Run joins the group and handles records until ctx ends. Then it stops
@@ -114,15 +122,16 @@ func (c *Consumer) Run(ctx context.Context) error {
 	topics := append(append([]string(nil), sources...), c.retryTopics...)
 
 	rt := &runtime{
-		c:       c,
-		parts:   map[topicPartition]*partition{},
-		lanes:   map[laneKey]*lane{},
-		resumes: map[topicPartition]*time.Timer{},
-		paused:   map[topicPartition]pauseReason{},
-		assigned: map[topicPartition]struct{}{},
-		ready:   make(chan *lane, c.cfg.maxInFlight),
-		quit:    make(chan struct{}),
-		space:   make(chan struct{}, 1),
+		c:           c,
+		parts:       map[topicPartition]*partition{},
+		lanes:       map[laneKey]*lane{},
+		resumes:     map[topicPartition]*time.Timer{},
+		paused:      map[topicPartition]pauseReason{},
+		parkedParts: map[*partition]struct{}{},
+		assigned:    map[topicPartition]struct{}{},
+		ready:       make(chan *lane, c.cfg.maxInFlight),
+		quit:        make(chan struct{}),
+		space:       make(chan struct{}, 1),
 	}
 	rt.handlerBase, rt.cancelHandler = context.WithCancel(context.WithoutCancel(ctx))
 	c.rt.Store(rt)
@@ -150,6 +159,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 	own := append([]string{c.cfg.deadLetterTopic}, c.retryTopics...)
 	plan, err := ensureTopics(ctx, opts, c, sources, own)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // asked to stop while starting
+		}
+		return err
+	}
+	// With Production, fail now, before joining, if dead letters cannot
+	// be written for want of the envelope schema.
+	if err := c.checkDeadLetterSchema(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil // asked to stop while starting
 		}
@@ -191,7 +208,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		// Dead letters and retry forwards carry the original record whole,
 		// so the client must accept batches as large as the topics the
 		// consumer provisions for them.
-		kgo.ProducerBatchMaxBytes(int32(c.cfg.maxValueBytes+1<<20)),
+		kgo.ProducerBatchMaxBytes(int32(c.cfg.ownTopicMaxBytes())),
 	)
 	opts = append(opts, c.cfg.kgoOpts...)
 	cl, err := kgo.NewClient(opts...)
@@ -201,11 +218,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 	rt.cl = cl
 	stopWatch := rt.watchSources(ctx, plan.missingSources)
 	defer stopWatch()
-	var dlqOpts []dlq.WriterOption
-	if len(c.cfg.redact) > 0 {
-		dlqOpts = append(dlqOpts, dlq.Redact(c.cfg.redact...))
-	}
-	rt.dlqWriter = dlq.NewWriter(cl, c.reg, dlqOpts...)
+	rt.dlqWriter = dlq.NewWriter(cl, c.reg, c.dlqWriterOptions()...)
+	// A worker ends Run with an error (FailOnStuckWrite) by cancelling the
+	// poll loop's context through rt.fatal; Run then shuts down as when
+	// ctx ends and returns that error.
+	pollCtx, stopPolling := context.WithCancel(ctx)
+	defer stopPolling()
+	rt.fatal.mu.Lock()
+	rt.fatal.cancel = stopPolling
+	rt.fatal.mu.Unlock()
 
 	for range c.cfg.concurrency {
 		rt.startWorker()
@@ -217,7 +238,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		rt.commitLoop(commitCtx)
 	}()
 
-	rt.pollLoop(ctx)
+	rt.pollLoop(pollCtx)
 
 	// Shutdown: revoke everything ourselves (wait, commit), then leave.
 	// The wait is bounded by ShutdownTimeout even for handlers that ignore
@@ -236,7 +257,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	rt.waitWorkers(time.Until(shutdownBy))
 	cl.Close()
 	c.stats.joined.Store(false)
-	return err
+	return errors.Join(rt.fatal.error(), err)
 }
 
 // fetchMaxBytes is the most one fetch response may hold: a 64th of the
@@ -254,17 +275,43 @@ func fetchMaxBytes(inFlight int64) int32 {
 func (rt *runtime) pollLoop(ctx context.Context) {
 	c := rt.c
 	defer c.stats.loop.Store(loopEnded)
+	max := int64(c.cfg.maxInFlight)
+	evictTimer := time.NewTimer(time.Hour)
+	evictTimer.Stop()
 	for {
 		c.stats.loop.Store(loopWaiting)
-		for c.stats.inFlight.Load() >= int64(c.cfg.maxInFlight) || c.stats.inFlightBytes.Load() >= c.cfg.maxInFlightBytes {
+		// Parked records go first: taking them on moves them from
+		// parked to in flight, within the same budget.
+		rt.feedParked()
+		for c.stats.inFlight.Load()+rt.parkedN.Load() >= max || c.stats.inFlightBytes.Load() >= c.cfg.maxInFlightBytes {
+			var check <-chan time.Time
+			if rt.parkedN.Load() > 0 { // a stuck head may hold the budget
+				evictTimer.Reset(stuckAfter / 2)
+				check = evictTimer.C
+			}
 			select {
 			case <-rt.space:
+			case <-check:
+				rt.evictStuck()
 			case <-ctx.Done():
 				return
 			}
+			evictTimer.Stop()
+			rt.feedParked()
 		}
-		room := c.cfg.maxInFlight - int(c.stats.inFlight.Load())
-		fs := rt.cl.PollRecords(ctx, room)
+		room := int(max - c.stats.inFlight.Load() - rt.parkedN.Load())
+		// A poll that waits is woken when a partition with parked records
+		// drains, so they need not wait for other partitions' records.
+		pollCtx, wake := ctx, context.CancelFunc(nil)
+		if rt.parkedN.Load() > 0 {
+			pollCtx, wake = context.WithCancel(ctx)
+			rt.setWake(wake)
+		}
+		fs := rt.cl.PollRecords(pollCtx, room)
+		if wake != nil {
+			rt.setWake(nil)
+			wake()
+		}
 		c.stats.lastPoll.Store(time.Now().UnixNano())
 		c.stats.loop.Store(loopBusy)
 		if fs.IsClientClosed() {
@@ -294,18 +341,176 @@ func (rt *runtime) dispatchPartition(p kgo.FetchTopicPartition) {
 	if len(p.Records) > 0 {
 		rt.partitionOf(p.Records[0]).highWatermark.Store(p.HighWatermark)
 	}
-	limit := rt.c.cfg.maxUncommitted
-	for _, r := range p.Records {
+	if len(p.Records) == 0 {
+		return
+	}
+	limit := int64(rt.c.cfg.maxUncommitted)
+	part := rt.partitionOf(p.Records[0])
+	if !isRetry && part.hasParked() {
+		rt.parkRest(part, p.Records) // behind the records parked before
+		return
+	}
+	for i, r := range p.Records {
 		if isRetry {
 			if nb, ok := notBefore(r); ok && nb.After(now) {
 				rt.holdUntil(r, nb)
 				return
 			}
 		}
-		if part, backlog := rt.dispatch(r, tier); backlog >= limit {
-			rt.holdBacklog(r, part, limit)
+		if part.tracked.Load() >= limit {
+			if isRetry {
+				rt.holdBacklog(r, part, int(limit))
+			} else {
+				rt.parkRest(part, p.Records[i:])
+			}
 			return
 		}
+		rt.dispatch(r, part, tier)
+	}
+}
+
+// parkRest parks rs, the rest of a fetch of a source partition whose
+// backlog is at MaxUncommitted (or that has records parked already), to
+// be taken on first as the backlog drains. Parked records count against
+// the in-flight budget, so the poll loop takes no more than it would
+// otherwise; and a backlog that fills and drains in the normal run of
+// things (a fetch of one partition fills the in-flight cap) costs
+// nothing, since nothing is fetched again. It runs on the poll goroutine.
+func (rt *runtime) parkRest(part *partition, rs []*kgo.Record) {
+	if !part.park(rs) {
+		rt.parkedN.Add(int64(len(rs)))
+	}
+	part.fullSince.CompareAndSwap(0, time.Now().UnixNano())
+	rt.parkedMu.Lock()
+	rt.parkedParts[part] = struct{}{}
+	rt.parkedMu.Unlock()
+	part.whenDrained(rt.c.cfg.maxUncommitted*3/4, rt.wakePoll)
+}
+
+// parkedPartitions returns the partitions with parked records.
+func (rt *runtime) parkedPartitions() []*partition {
+	rt.parkedMu.Lock()
+	defer rt.parkedMu.Unlock()
+	parts := make([]*partition, 0, len(rt.parkedParts))
+	for p := range rt.parkedParts {
+		parts = append(parts, p)
+	}
+	return parts
+}
+
+// unparkAll takes p's parked records out (and out of the budget, unless
+// they were held) and reports whether they were held.
+func (rt *runtime) unparkAll(p *partition) ([]*kgo.Record, bool) {
+	rs, held := p.unpark()
+	if !held {
+		rt.parkedN.Add(-int64(len(rs)))
+	}
+	rt.parkedMu.Lock()
+	delete(rt.parkedParts, p)
+	rt.parkedMu.Unlock()
+	return rs, held
+}
+
+// feedParked takes on the parked records of partitions whose backlog has
+// room again, as far as the in-flight cap allows, and resumes the
+// fetching of held partitions it empties. It runs on the poll goroutine.
+func (rt *runtime) feedParked() {
+	rt.parkedMu.Lock()
+	none := len(rt.parkedParts) == 0
+	rt.parkedMu.Unlock()
+	if none {
+		return
+	}
+	limit := int64(rt.c.cfg.maxUncommitted)
+	room := int64(rt.c.cfg.maxInFlight) - rt.c.stats.inFlight.Load()
+	for _, p := range rt.parkedPartitions() {
+		if p.isStopping() { // given up: its parked records go with it
+			rt.unparkAll(p)
+			continue
+		}
+		if room <= 0 || p.tracked.Load() >= limit {
+			continue
+		}
+		rs, held := rt.unparkAll(p)
+		i := 0
+		for ; i < len(rs) && room > 0 && p.tracked.Load() < limit; i++ {
+			rt.dispatch(rs[i], p, 0)
+			room--
+		}
+		switch {
+		case i < len(rs):
+			if held {
+				p.hold() // stays out of the budget
+			}
+			rt.parkRest(p, rs[i:])
+		case held:
+			p.fullSince.Store(0)
+			rt.resume(topicPartition{p.topic, p.id}, pauseBacklog)
+		default:
+			p.fullSince.Store(0)
+		}
+	}
+}
+
+// stuckAfter is how long a partition's backlog stays full, with half of it
+// done behind a record that is not, before its head counts as stuck.
+const stuckAfter = 200 * time.Millisecond
+
+// evictStuck runs when parked records take half the in-flight budget. A
+// partition whose backlog has been full for stuckAfter, with half of it
+// done behind a record that is not, has a stuck head (a backlog full of
+// records in flight is the normal state of a busy partition): its
+// fetching is paused and its parked records are held out of the budget,
+// which goes to the other partitions. They are taken on, and the
+// partition resumed, once its backlog drains.
+func (rt *runtime) evictStuck() {
+	max := int64(rt.c.cfg.maxInFlight)
+	if rt.parkedN.Load() < max/2 {
+		return
+	}
+	limit := int64(rt.c.cfg.maxUncommitted)
+	now := time.Now().UnixNano()
+	for _, p := range rt.parkedPartitions() {
+		since := p.fullSince.Load()
+		if since == 0 || time.Duration(now-since) < stuckAfter || p.doneBehind.Load() < limit/2 {
+			continue
+		}
+		if n, ok := p.hold(); ok {
+			rt.parkedN.Add(-int64(n))
+			rt.pauseLive(p, pauseBacklog)
+		}
+	}
+}
+
+// pauseLive pauses fetching part for why, unless part was given up (a
+// revoke's take resumes what it takes, so a pause after it would stay).
+func (rt *runtime) pauseLive(part *partition, why pauseReason) {
+	tp := topicPartition{part.topic, part.id}
+	rt.partsMu.Lock()
+	defer rt.partsMu.Unlock()
+	if rt.parts[tp] != part {
+		return
+	}
+	rt.timersMu.Lock()
+	rt.paused[tp] |= why
+	rt.timersMu.Unlock()
+	rt.cl.PauseFetchPartitions(map[string][]int32{tp.topic: {tp.id}})
+}
+
+// setWake sets the function that wakes the poll loop from a poll.
+func (rt *runtime) setWake(fn context.CancelFunc) {
+	rt.parkedMu.Lock()
+	rt.wake = fn
+	rt.parkedMu.Unlock()
+}
+
+// wakePoll wakes the poll loop, if it is polling, to take parked records on.
+func (rt *runtime) wakePoll() {
+	rt.parkedMu.Lock()
+	fn := rt.wake
+	rt.parkedMu.Unlock()
+	if fn != nil {
+		fn()
 	}
 }
 
@@ -334,6 +539,10 @@ func (rt *runtime) pause(r *kgo.Record, offset int64, why pauseReason) {
 // none is left.
 func (rt *runtime) resume(tp topicPartition, why pauseReason) {
 	rt.timersMu.Lock()
+	if rt.paused[tp]&why == 0 {
+		rt.timersMu.Unlock()
+		return // not paused for why
+	}
 	left := rt.paused[tp] &^ why
 	if left == 0 {
 		delete(rt.paused, tp)
@@ -346,13 +555,13 @@ func (rt *runtime) resume(tp topicPartition, why pauseReason) {
 	}
 }
 
-// holdBacklog pauses r's partition after r, the record that brought its
-// backlog of uncommitted records to limit, and resumes it once the backlog
-// has fallen to half: however long the record at the head is stuck, the
-// tracker holds at most limit records and a restart redelivers at most
-// that many.
+// holdBacklog pauses r's partition, a retry topic's, at r since its
+// backlog of tracked records is at limit, and resumes it once the backlog
+// has fallen to half: however long the record at the head is stuck, a
+// restart redelivers fewer than limit records. (A source partition parks
+// the rest of its fetch instead: parkRest, evictStuck.)
 func (rt *runtime) holdBacklog(r *kgo.Record, part *partition, limit int) {
-	rt.pause(r, r.Offset+1, pauseBacklog)
+	rt.pause(r, r.Offset, pauseBacklog)
 	tp := topicPartition{r.Topic, r.Partition}
 	rt.c.log.Debug("partition paused: uncommitted backlog at its cap", "topic", r.Topic, "partition", r.Partition,
 		"offset", r.Offset, "max_uncommitted", limit)
@@ -417,13 +626,11 @@ func (rt *runtime) partitionOf(r *kgo.Record) *partition {
 	return p
 }
 
-// dispatch takes a polled record on and queues it on its lane. It returns
-// the record's partition and its backlog with the record.
-func (rt *runtime) dispatch(r *kgo.Record, tier int) (*partition, int) {
+// dispatch takes a polled record of partition p on and queues it on its
+// lane.
+func (rt *runtime) dispatch(r *kgo.Record, p *partition, tier int) {
 	c := rt.c
-	p := rt.partitionOf(r)
-	seq, backlog := p.track(r.Offset)
-	d := &delivery{rec: r, part: p, seq: seq, tier: tier, metrics: rt.metrics.Consumer(c.group, r.Topic)}
+	d := &delivery{rec: r, part: p, seq: p.track(r.Offset), tier: tier, metrics: rt.metrics.Consumer(c.group, r.Topic)}
 	d.metrics.InFlight(rt.handlerBase, 1)
 	n := c.stats.inFlight.Add(1)
 	c.stats.inFlightBytes.Add(int64(len(r.Value)))
@@ -453,7 +660,6 @@ func (rt *runtime) dispatch(r *kgo.Record, tier int) (*partition, int) {
 		rt.ready <- l // never blocks: at most maxInFlight lanes hold records
 	}
 	rt.lanesMu.Unlock()
-	return p, backlog
 }
 
 // startWorker starts one more worker goroutine.
@@ -781,7 +987,6 @@ func (rt *runtime) commit(ctx context.Context, parts []*partition) error {
 	defer rt.commitMu.Unlock()
 	return rt.commitLocked(ctx, parts, true)
 }
-
 
 // commitLocked is commit with commitMu held.
 func (rt *runtime) commitLocked(ctx context.Context, parts []*partition, periodic bool) error {
