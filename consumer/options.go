@@ -127,12 +127,13 @@ func MaxInFlight(n int) Option { return func(c *config) { c.maxInFlight = n } }
 // committable: in flight, or done behind a record that is not done yet
 // (default: the MaxInFlight value). When one record is stuck (a hung
 // handler, a long retry, a dead-letter outage), the records after it are
-// handled until the cap; then the rest of the partition's last fetch is
-// parked (not fetched again) and its fetching paused until the backlog
-// has fallen to half. That bounds what a restart redelivers (fewer than
-// this many done records of the partition) and the tracker's memory (this
-// many records per partition, about 16 bytes each, plus at most one
-// fetch's worth of parked records).
+// handled until the cap; the rest of the partition's fetch is parked
+// within the in-flight budget (not fetched again), and once the head has
+// been stuck a while the partition's fetching is paused until its backlog
+// drains. That bounds what a restart redelivers (fewer than this many done
+// records of the partition) and the tracker's memory (this many records
+// per partition, about 16 bytes each, plus at most MaxInFlight parked
+// records for a stuck partition).
 func MaxUncommitted(n int) Option { return func(c *config) { c.maxUncommitted = n } }
 
 // MaxInFlightBytes caps the value bytes of records in flight (default 64
