@@ -100,7 +100,8 @@ type Producer struct {
 	outbox   OutboxWriter
 	now      func() time.Time
 
-	ids sync.Map // idKey → int: schema id per topic and schema
+	ids  sync.Map // idKey → int: schema id per topic and schema
+	warm sync.Map // topic → struct{}: topics the client has partitions of (see publish)
 
 	mu     sync.RWMutex
 	closed bool
@@ -399,22 +400,21 @@ func (p *Producer) propagator() propagation.TextMapPropagator {
 }
 
 // Publish sends ev to topic under key and waits until the broker has
-// acknowledged it, or, with an Outbox inside a transaction, until the
-// record is written to the outbox.
+// acknowledged it. The record is sent at once, without waiting out the
+// client's linger (franz-go's ProduceSync): a handler that publishes its
+// next event pays one round trip, not the linger on top.
 func (p *Producer) Publish(ctx context.Context, topic, key string, ev schema.Event) (Published, error) {
-	type result struct {
-		pub Published
-		err error
-	}
-	done := make(chan result, 1)
-	p.PublishAsync(ctx, topic, key, ev, func(pub Published, err error) { done <- result{pub, err} })
-	r := <-done
-	return r.pub, r.err
+	var pub Published
+	var err error
+	p.publish(ctx, topic, key, ev, true, func(r Published, e error) { pub, err = r, e })
+	return pub, err
 }
 
 // PublishAsync sends ev to topic under key and returns at once; fn, if not
 // nil, is called once the broker acknowledged the record or it failed. fn
-// runs on the client's callback goroutine: keep it short.
+// runs on the client's callback goroutine: keep it short. The record waits
+// up to the client's linger (kgo.ProducerLinger) to be batched with
+// others.
 //
 // Each record sent gets a "send <topic>" span (tracing.StartSend), ended
 // when the broker answers; the record's traceparent is that span's
@@ -429,6 +429,12 @@ func (p *Producer) PublishAsync(ctx context.Context, topic, key string, ev schem
 	if fn == nil {
 		fn = func(Published, error) {}
 	}
+	p.publish(ctx, topic, key, ev, false, fn)
+}
+
+// publish is Publish (sync) and PublishAsync: fn is called once with the
+// outcome, before publish returns when sync.
+func (p *Producer) publish(ctx context.Context, topic, key string, ev schema.Event, sync bool, fn func(Published, error)) {
 	start := time.Now()
 	p.mu.RLock()
 	defer p.mu.RUnlock()
@@ -457,7 +463,7 @@ func (p *Producer) PublishAsync(ctx context.Context, topic, key string, ev schem
 			return
 		}
 	}
-	p.cl.Produce(sctx, rec, func(r *kgo.Record, err error) {
+	done := func(r *kgo.Record, err error) {
 		pub := Published{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: key, Metadata: md}
 		if err != nil {
 			err = fmt.Errorf("producer: publish %s to %s: %w", md.Type, r.Topic, err)
@@ -465,7 +471,24 @@ func (p *Producer) PublishAsync(ctx context.Context, topic, key string, ev schem
 		tracing.EndSend(span, r, err)
 		p.metrics.Published(ctx, topic, time.Since(start), err)
 		fn(pub, err)
-	})
+	}
+	if sync {
+		// ProduceSync stops the linger only for partitions the client
+		// knows: the first record to a topic would wait it out. Flushing
+		// meanwhile turns lingering off until that record is sent.
+		if _, warm := p.warm.Load(topic); !warm {
+			fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+			go func() { _ = p.cl.Flush(fctx) }()
+			defer stop()
+		}
+		res := p.cl.ProduceSync(sctx, rec)
+		if res[0].Err == nil {
+			p.warm.Store(topic, struct{}{})
+		}
+		done(res[0].Record, res[0].Err)
+		return
+	}
+	p.cl.Produce(sctx, rec, done)
 }
 
 // Flush waits until every buffered record is acknowledged or failed, or ctx

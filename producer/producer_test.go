@@ -296,3 +296,25 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		t.Error("nil registry: want an error")
 	}
 }
+
+// TestPublishDoesNotWaitOutTheLinger: a synchronous Publish sends its
+// record at once. With a linger of 10 seconds, a Publish that waited it
+// out would take 10 seconds; each of these must return long before.
+func TestPublishDoesNotWaitOutTheLinger(t *testing.T) {
+	e := newEnv(t, 1)
+	p := e.producer(t, producer.Source("test"), producer.ClientOptions(kgo.ProducerLinger(10*time.Second)))
+	ctx := context.Background()
+	for i := range 3 {
+		start := time.Now()
+		pub, err := p.Publish(ctx, e.topic, "k", order("o"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("publish %d took %v with a 10s linger; want it sent at once", i, took)
+		}
+		if pub.Offset != int64(i) {
+			t.Fatalf("publish %d landed at offset %d", i, pub.Offset)
+		}
+	}
+}
