@@ -79,7 +79,7 @@ func ensureTopics(ctx context.Context, opts []kgo.Opt, c *Consumer, sources, own
 	plan.drain = oldRetryTopics(c.group, details.Names(), c.retryTier, sources, own)
 
 	// Dead letters carry the original record whole: leave room for it.
-	maxBytes := strconv.Itoa(c.cfg.maxValueBytes + 1<<20)
+	maxBytes := strconv.Itoa(c.cfg.ownTopicMaxBytes())
 	var missing []string
 	for _, name := range own {
 		if exists(name) {

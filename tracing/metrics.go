@@ -46,6 +46,12 @@ const (
 	// MetricDeadLetters counts records written to dead-letter topics, by
 	// group, original topic and error kind. Unit {event}.
 	MetricDeadLetters = "choreo.dlq.dead_letters"
+	// MetricStuckWrites is the number of records whose dead-letter write
+	// or retry-topic forward has kept failing for longer than the
+	// consumer allows (consumer.StuckAfter), by group and topic (the
+	// topic the record was consumed from). Each holds its partition's
+	// commits until the write succeeds. Unit {record}.
+	MetricStuckWrites = "choreo.consumer.stuck_writes"
 )
 
 // Metric attribute keys. They are short because they become Prometheus
@@ -83,6 +89,7 @@ type Metrics struct {
 	publishes       metric.Int64Counter
 	publishDuration metric.Float64Histogram
 	deadLetters     metric.Int64Counter
+	stuckWrites     metric.Int64UpDownCounter
 
 	consumers sync.Map // consumerKey → *ConsumerMetrics
 	topics    sync.Map // string → *topicMetrics
@@ -126,6 +133,9 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	check(err)
 	m.deadLetters, err = m.meter.Int64Counter(MetricDeadLetters, metric.WithUnit("{event}"),
 		metric.WithDescription("Records written to dead-letter topics, by error kind."))
+	check(err)
+	m.stuckWrites, err = m.meter.Int64UpDownCounter(MetricStuckWrites, metric.WithUnit("{record}"),
+		metric.WithDescription("Records whose dead-letter write or retry-topic forward keeps failing: each holds its partition's commits."))
 	check(err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("tracing: metrics: %w", err)
@@ -236,6 +246,17 @@ func (c *ConsumerMetrics) DeadLetter(ctx context.Context, kind choreo.ErrorKind)
 			MetricAttrGroup.String(c.group), MetricAttrTopic.String(c.topic), MetricAttrErrorKind.String(string(kind))))
 	}
 	c.m.deadLetters.Add(ctx, 1, o.(attrOpts).add...)
+}
+
+// StuckWrite adds delta to the records of this group and topic whose
+// dead-letter write or retry-topic forward is stuck
+// (choreo.consumer.stuck_writes): +1 when a record becomes stuck, -1 when
+// its write succeeds or the consumer gives the record up.
+func (c *ConsumerMetrics) StuckWrite(ctx context.Context, delta int64) {
+	if c == nil {
+		return
+	}
+	c.m.stuckWrites.Add(ctx, delta, c.base.add...)
 }
 
 // Lag is the consumer lag of one partition: records between the group's
