@@ -106,7 +106,9 @@ type runtime struct {
 
 // Run joins the group and handles records until ctx ends. Then it stops
 // fetching, waits (up to ShutdownTimeout) for running handlers, commits what
-// is done and leaves the group. It returns nil after a clean shutdown.
+// is done and leaves the group. It returns nil after a clean shutdown, and
+// an error when it cannot start, or, with FailOnStuckWrite, when a
+// dead-letter write or forward is stuck (see StuckAfter).
 func (c *Consumer) Run(ctx context.Context) error {
 	c.mu.Lock()
 	if c.ran {
