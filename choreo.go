@@ -86,14 +86,106 @@ type metadataKey struct{}
 // with the returned context gives its event m's correlation id and m.ID as
 // causation id.
 func WithMetadata(ctx context.Context, m Metadata) context.Context {
-	return context.WithValue(ctx, metadataKey{}, m)
+	return context.WithValue(ctx, metadataKey{}, &m)
 }
 
 // MetadataFrom returns the metadata of the event being handled in ctx, and
 // false when ctx carries none.
 func MetadataFrom(ctx context.Context) (Metadata, bool) {
-	m, ok := ctx.Value(metadataKey{}).(Metadata)
-	return m, ok
+	m, ok := ctx.Value(metadataKey{}).(*Metadata)
+	if !ok {
+		return Metadata{}, false
+	}
+	return *m, true
+}
+
+// Handling is one record being handled by a consumer runtime: where it was
+// read, by which group, and, once read, its metadata. A runtime makes one
+// per record with NewHandling: the context it returns answers for
+// MetadataFrom, NextID and RecordFrom at the cost of one allocation, where
+// WithMetadata, WithHandlerScope and a position would take six.
+type Handling struct {
+	ctx       handlingCtx
+	hasMD     bool
+	scopeOn   bool
+	md        Metadata
+	scope     handlerScope
+	position  Position
+	hasRecord bool
+}
+
+// Position is where a record was read: its topic, partition and offset.
+type Position struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+}
+
+// handlingCtx is the context of a Handling: its parent, answering for the
+// Handling's values.
+type handlingCtx struct {
+	context.Context
+	h *Handling
+}
+
+type positionKey struct{}
+
+// Value returns the Handling's metadata, handler scope or position for
+// their keys, and asks the parent for any other.
+func (c *handlingCtx) Value(key any) any {
+	switch key.(type) {
+	case metadataKey:
+		if c.h.hasMD {
+			return &c.h.md
+		}
+	case handlerScopeKey:
+		if c.h.scopeOn {
+			return &c.h.scope
+		}
+	case positionKey:
+		if c.h.hasRecord {
+			return &c.h.position
+		}
+	}
+	return c.Context.Value(key)
+}
+
+// NewHandling returns a Handling of the record at pos, read by group, and
+// its context, a child of parent that carries it: RecordFrom answers pos.
+// Metadata and the handler scope are set later, with SetMetadata and
+// StartScope, once the record's headers have been read.
+func NewHandling(parent context.Context, group string, pos Position) (*Handling, context.Context) {
+	h := &Handling{position: pos, hasRecord: true}
+	h.scope.group = group
+	h.ctx = handlingCtx{Context: parent, h: h}
+	return h, &h.ctx
+}
+
+// SetMetadata makes the Handling's context answer MetadataFrom with m. Call
+// it before the context is shared with other goroutines.
+func (h *Handling) SetMetadata(m Metadata) {
+	h.md, h.hasMD = m, true
+	h.scope.parentID = m.ID
+}
+
+// StartScope starts a handler invocation's scope (see WithHandlerScope):
+// NextID with the Handling's context, or one derived from it, counts this
+// invocation's publishes from 0. Without an event id there is no scope.
+// Call it before each invocation, while no other goroutine uses the
+// context.
+func (h *Handling) StartScope() {
+	h.scopeOn = h.hasMD && h.md.ID != ""
+	h.scope.next.Store(0)
+}
+
+// RecordFrom returns the position of the record being handled in ctx, and
+// false when ctx carries none (see NewHandling).
+func RecordFrom(ctx context.Context) (Position, bool) {
+	p, ok := ctx.Value(positionKey{}).(*Position)
+	if !ok {
+		return Position{}, false
+	}
+	return *p, true
 }
 
 // NewID returns a new event id: a UUIDv7 (RFC 9562) in its canonical text

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unsafe"
 
 	"github.com/choreokit/choreo"
 	"github.com/choreokit/choreo/tracing"
@@ -36,7 +37,8 @@ func (d *delivery) readMetadata() error {
 			bounds[f] = [2]int{start, len(buf)}
 		}
 	}
-	all := string(buf)
+	// buf is never written again: the string can share its bytes.
+	all := unsafe.String(unsafe.SliceData(buf), len(buf))
 	field := func(f int) string { return all[bounds[f][0]:bounds[f][1]] }
 	md := choreo.Metadata{
 		ID: field(0), Type: field(1), Source: field(2),
@@ -87,7 +89,11 @@ func metadataField(key string) int {
 func (rt *runtime) handle(d *delivery) (done bool, retryIn time.Duration) {
 	c := rt.c
 	if d.span == nil {
-		d.ctx, d.span = tracing.StartProcess(d.part.ctx, d.rec, c.group)
+		// One context value carries the record's position, then its
+		// metadata and each invocation's handler scope.
+		h, hctx := choreo.NewHandling(d.part.ctx, c.group, choreo.Position{Topic: d.rec.Topic, Partition: d.rec.Partition, Offset: d.rec.Offset})
+		d.handling = h
+		d.ctx, d.span = tracing.StartProcess(hctx, d.rec, c.group)
 		if err := rt.prepare(d); err != nil {
 			d.first = time.Now()
 			return rt.deadLetter(d, err, d.first), 0
@@ -97,7 +103,7 @@ func (rt *runtime) handle(d *delivery) (done bool, retryIn time.Duration) {
 			d.outcome = tracing.OutcomeSkipped
 			return true, 0
 		}
-		d.ctx = choreo.WithMetadata(d.ctx, d.md)
+		h.SetMetadata(d.md)
 	}
 	d.attempt++
 	dup, err := rt.attempt(d, d.route)
@@ -185,8 +191,9 @@ func (rt *runtime) attempt(d *delivery, r *route) (dup bool, err error) {
 	ctx, release := withDeadline(d.ctx, time.Now().Add(c.cfg.handlerTimeout))
 	defer release()
 	start := time.Now()
+	d.handling.StartScope() // events it publishes get ids derived from d's, counted from 0
 	dup, err = c.cfg.store.Process(ctx, c.group, d.md.ID, func(ctx context.Context) error {
-		return invoke(choreo.WithHandlerScope(ctx, c.group), r, d) // events it publishes get ids derived from d's
+		return invoke(ctx, r, d)
 	})
 	switch {
 	case dup:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,15 +27,19 @@ type topicPartition struct {
 
 // laneKey identifies the records that must run one after another.
 type laneKey struct {
-	tp  topicPartition
-	key string
-	seq uint64 // Unordered: every record its own lane
+	tp topicPartition
+	// PerKey: a 64-bit hash of the record key (no string per record);
+	// keys that collide share a lane, which only orders them more.
+	// Unordered: a sequence number, every record its own lane.
+	id uint64
 }
 
 // lane is a queue of deliveries handled in order by one worker at a time.
+// Emptied lanes are kept for reuse (runtime.freeLanes).
 type lane struct {
 	key   laneKey
-	queue []*delivery
+	queue []*delivery // queue[head:] waits
+	head  int
 }
 
 // delivery is one record on its way through the consumer.
@@ -45,11 +50,12 @@ type delivery struct {
 	attempt int // handler attempts in this delivery
 	md      choreo.Metadata
 
-	ctx     context.Context // the process span's context, with metadata once read
-	span    trace.Span
-	metrics *tracing.ConsumerMetrics
-	outcome tracing.Outcome
-	err     error // the failure that decided the outcome
+	ctx      context.Context // the process span's context, with metadata once read
+	handling *choreo.Handling
+	span     trace.Span
+	metrics  *tracing.ConsumerMetrics
+	outcome  tracing.Outcome
+	err      error // the failure that decided the outcome
 
 	route   *route                      // its handler, once prepared
 	first   time.Time                   // first failure
@@ -90,11 +96,13 @@ type runtime struct {
 	partsMu sync.Mutex
 	parts   map[topicPartition]*partition
 
-	lanesMu sync.Mutex
-	lanes   map[laneKey]*lane
-	ready   chan *lane
-	quit    chan struct{}
-	laneSeq uint64
+	lanesMu   sync.Mutex
+	lanes     map[laneKey]*lane
+	ready     chan *lane
+	quit      chan struct{}
+	laneSeq   uint64
+	laneSeed  maphash.Seed
+	freeLanes []*lane // emptied lanes, under lanesMu
 
 	space chan struct{} // signalled when records leave flight
 
@@ -127,6 +135,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c:           c,
 		parts:       map[topicPartition]*partition{},
 		lanes:       map[laneKey]*lane{},
+		laneSeed:    maphash.MakeSeed(),
 		resumes:     map[topicPartition]*time.Timer{},
 		paused:      map[topicPartition]pauseReason{},
 		parkedParts: map[*partition]struct{}{},
@@ -646,19 +655,25 @@ func (rt *runtime) dispatch(r *kgo.Record, p *partition, tier int) {
 	k := laneKey{tp: topicPartition{r.Topic, r.Partition}}
 	switch c.cfg.ordering {
 	case PerKey:
-		k.key = string(r.Key)
+		k.id = maphash.Bytes(rt.laneSeed, r.Key)
 	case Unordered:
 		rt.laneSeq++
-		k.seq = rt.laneSeq
+		k.id = rt.laneSeq
 	}
 	rt.lanesMu.Lock()
 	l, ok := rt.lanes[k]
 	if !ok {
-		l = &lane{key: k}
+		if n := len(rt.freeLanes); n > 0 {
+			l = rt.freeLanes[n-1]
+			rt.freeLanes = rt.freeLanes[:n-1]
+			l.key = k
+		} else {
+			l = &lane{key: k}
+		}
 		rt.lanes[k] = l
 	}
 	l.queue = append(l.queue, d)
-	if len(l.queue) == 1 {
+	if len(l.queue)-l.head == 1 {
 		rt.ready <- l // never blocks: at most maxInFlight lanes hold records
 	}
 	rt.lanesMu.Unlock()
@@ -718,7 +733,7 @@ func (rt *runtime) work() {
 // as the worker, so neither the key nor the worker pool is lost.
 func (rt *runtime) runLane(l *lane) (retire bool) {
 	rt.lanesMu.Lock()
-	d := l.queue[0]
+	d := l.queue[l.head]
 	rt.lanesMu.Unlock()
 
 	returned := false
@@ -748,12 +763,16 @@ func (rt *runtime) advance(l *lane, retryIn time.Duration) {
 		return
 	}
 	rt.lanesMu.Lock()
-	l.queue[0] = nil
-	l.queue = l.queue[1:]
-	if len(l.queue) > 0 {
+	l.queue[l.head] = nil
+	l.head++
+	if l.head < len(l.queue) {
 		rt.ready <- l
 	} else {
 		delete(rt.lanes, l.key)
+		l.queue, l.head = l.queue[:0], 0
+		if len(rt.freeLanes) < rt.c.cfg.maxInFlight && cap(l.queue) <= 64 {
+			rt.freeLanes = append(rt.freeLanes, l)
+		}
 	}
 	rt.lanesMu.Unlock()
 }

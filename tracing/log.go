@@ -13,11 +13,7 @@ import (
 )
 
 // Position is where a record sits in Kafka.
-type Position struct {
-	Topic     string
-	Partition int32
-	Offset    int64
-}
+type Position = choreo.Position
 
 type positionKey struct{}
 
@@ -29,11 +25,14 @@ func ContextWithRecord(ctx context.Context, rec *kgo.Record) context.Context {
 	return context.WithValue(ctx, positionKey{}, Position{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset})
 }
 
-// PositionFrom returns the position stored by ContextWithRecord, and false
-// when ctx carries none.
+// PositionFrom returns the position stored by ContextWithRecord, or else
+// the one of a choreo.Handling (choreo.RecordFrom), and false when ctx
+// carries none.
 func PositionFrom(ctx context.Context) (Position, bool) {
-	p, ok := ctx.Value(positionKey{}).(Position)
-	return p, ok
+	if p, ok := ctx.Value(positionKey{}).(Position); ok {
+		return p, true
+	}
+	return choreo.RecordFrom(ctx)
 }
 
 // Keys of the attributes the log handler from NewLogHandler adds.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"reflect"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"unicode/utf8"
 
@@ -142,8 +143,30 @@ func spanName(op, topic string) string {
 	if topic == "" {
 		return op
 	}
-	return op + " " + topic
+	k := [2]string{op, topic}
+	spanNameCacheMu.RLock()
+	n, ok := spanNameCache[k]
+	spanNameCacheMu.RUnlock()
+	if ok {
+		return n
+	}
+	n = op + " " + topic
+	spanNameCacheMu.Lock()
+	if len(spanNameCache) < maxSpanNames { // topics are few; stop caching if not
+		spanNameCache[k] = n
+	}
+	spanNameCacheMu.Unlock()
+	return n
 }
+
+// spanNameCache caches span names by operation and topic: one string per
+// topic instead of one per record.
+var (
+	spanNameCacheMu sync.RWMutex
+	spanNameCache   = map[[2]string]string{}
+)
+
+const maxSpanNames = 4096
 
 // StartSend starts the span of sending rec: "send <topic>", kind PRODUCER,
 // with messaging.system=kafka, messaging.operation.name and .type "send",
@@ -203,7 +226,9 @@ func StartProcess(ctx context.Context, rec *kgo.Record, group string) (context.C
 			ctx = withCorrelationBaggage(ctx, cid)
 		}
 	}
-	ctx = ContextWithRecord(ctx, rec)
+	if p, ok := choreo.RecordFrom(ctx); !ok || p != (Position{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}) {
+		ctx = ContextWithRecord(ctx, rec) // a choreo.Handling of rec carries it already
+	}
 
 	opts := []trace.SpanStartOption{processKind}
 	if remote := trace.SpanContextFromContext(ctx); remote.IsValid() && remote.IsRemote() {

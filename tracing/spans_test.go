@@ -147,7 +147,7 @@ func TestProcessSpanIsChildOfSendAndLinksIt(t *testing.T) {
 	if got := baggage.FromContext(ctx).Member(BaggageCorrelationID).Value(); got != "corr-1" {
 		t.Errorf("baggage %s = %q; want corr-1", BaggageCorrelationID, got)
 	}
-	if p, ok := PositionFrom(ctx); !ok || p != (Position{"orders", 2, 41}) {
+	if p, ok := PositionFrom(ctx); !ok || p != (Position{Topic: "orders", Partition: 2, Offset: 41}) {
 		t.Errorf("PositionFrom = %+v, %v; want orders/2/41", p, ok)
 	}
 	EndProcess(span, OutcomeHandled, nil)
