@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,11 +93,24 @@ type fetch struct {
 const maxPtrKeys = 4096
 
 // NewRegistry returns a client of the registry at urls (tried in order on
-// connection errors). A URL without a scheme gets http://.
+// connection errors). A URL without a scheme gets http://. No URL, or an
+// empty one (an unset SCHEMA_REGISTRY_URL read with os.Getenv), is an
+// error: a client without a registry would fail only at the first event.
 func NewRegistry(urls []string, opts ...RegistryOption) (*Registry, error) {
 	if len(urls) == 0 {
 		return nil, errors.New("schema: new registry: no URL")
 	}
+	trimmed := make([]string, len(urls))
+	for i, u := range urls {
+		trimmed[i] = strings.TrimSpace(u)
+		if trimmed[i] == "" {
+			if len(urls) == 1 {
+				return nil, errors.New("schema: new registry: empty URL")
+			}
+			return nil, fmt.Errorf("schema: new registry: URL %d of %d is empty", i+1, len(urls))
+		}
+	}
+	urls = trimmed
 	o := registryOptions{timeout: DefaultRegistryTimeout, userAgent: "choreo"}
 	for _, opt := range opts {
 		opt(&o)

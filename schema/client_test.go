@@ -375,8 +375,29 @@ func TestRegisterIncompatible(t *testing.T) {
 }
 
 func TestNewRegistryNeedsURL(t *testing.T) {
-	if _, err := schema.NewRegistry(nil); err == nil {
-		t.Error("NewRegistry(nil) succeeded")
+	for _, tc := range []struct {
+		name string
+		urls []string
+		want string
+	}{
+		{"nil", nil, "no URL"},
+		{"empty", []string{}, "no URL"},
+		{"unset variable", []string{""}, "empty URL"},
+		{"blank", []string{"  "}, "empty URL"},
+		{"one of two empty", []string{"http://127.0.0.1:8081", ""}, "URL 2 of 2 is empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg, err := schema.NewRegistry(tc.urls)
+			if err == nil {
+				t.Fatalf("NewRegistry(%q) = %v, nil; want an error", tc.urls, reg)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("NewRegistry(%q): %v; want it to say %q", tc.urls, err, tc.want)
+			}
+		})
+	}
+	if _, err := schema.NewRegistry([]string{" http://127.0.0.1:8081 "}); err != nil {
+		t.Errorf("NewRegistry with spaces around the URL: %v; want nil", err)
 	}
 }
 
