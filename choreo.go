@@ -155,10 +155,17 @@ func (c *handlingCtx) Value(key any) any {
 // Metadata and the handler scope are set later, with SetMetadata and
 // StartScope, once the record's headers have been read.
 func NewHandling(parent context.Context, group string, pos Position) (*Handling, context.Context) {
-	h := &Handling{position: pos, hasRecord: true}
+	h := new(Handling)
+	return h, h.Init(parent, group, pos)
+}
+
+// Init is NewHandling for a Handling the caller allocated (a field of its
+// own per-record struct, say): it resets h and returns its context.
+func (h *Handling) Init(parent context.Context, group string, pos Position) context.Context {
+	*h = Handling{position: pos, hasRecord: true}
 	h.scope.group = group
 	h.ctx = handlingCtx{Context: parent, h: h}
-	return h, &h.ctx
+	return &h.ctx
 }
 
 // SetMetadata makes the Handling's context answer MetadataFrom with m. Call

@@ -13,6 +13,7 @@ import (
 type deadlineCtx struct {
 	context.Context // the parent
 	deadline        time.Time
+	owner           *delivery // answered for deliveryKey; nil outside the consumer's attempts
 
 	mu       sync.Mutex
 	done     chan struct{}
@@ -24,11 +25,38 @@ type deadlineCtx struct {
 // withDeadline returns ctx with deadline d and a function that releases
 // its resources; call it when the handler returned.
 func withDeadline(parent context.Context, d time.Time) (*deadlineCtx, func()) {
+	c := new(deadlineCtx)
+	c.init(parent, d, nil)
+	return c, c.release
+}
+
+// init sets c up as a child of parent with deadline d; owner, if set, is
+// the delivery Value answers for deliveryKey.
+func (c *deadlineCtx) init(parent context.Context, d time.Time, owner *delivery) {
 	if pd, ok := parent.Deadline(); ok && pd.Before(d) {
 		d = pd
 	}
-	c := &deadlineCtx{Context: parent, deadline: d}
-	return c, func() { c.cancel(context.Canceled) }
+	*c = deadlineCtx{Context: parent, deadline: d, owner: owner}
+}
+
+// release ends the context: call it when the handler returned.
+func (c *deadlineCtx) release() { c.cancel(context.Canceled) }
+
+// deliveryKey is the key under which a handler context answers with its
+// delivery.
+type deliveryKey struct{}
+
+// deadline returns the context of one handler attempt of d, with deadline
+// at, and its release function. The first attempt's context lives in the
+// delivery itself (no allocation); a retry gets a new one, since a handler
+// may, wrongly, keep using the context of an attempt that ended.
+func (d *delivery) deadline(at time.Time) (context.Context, func()) {
+	c := &d.firstCtx
+	if d.attempt > 1 {
+		c = new(deadlineCtx)
+	}
+	c.init(d.ctx, at, d)
+	return c, c.release
 }
 
 // Deadline returns the deadline.
@@ -80,8 +108,14 @@ func (c *deadlineCtx) Err() error {
 	return nil
 }
 
-// Value looks keys up in the parent.
-func (c *deadlineCtx) Value(key any) any { return c.Context.Value(key) }
+// Value answers deliveryKey with the owning delivery and looks other keys
+// up in the parent.
+func (c *deadlineCtx) Value(key any) any {
+	if _, ok := key.(deliveryKey); ok && c.owner != nil {
+		return c.owner
+	}
+	return c.Context.Value(key)
+}
 
 // cancel ends the context with err (the first reason wins) and stops the
 // timer and the watch on the parent.

@@ -91,8 +91,7 @@ func (rt *runtime) handle(d *delivery) (done bool, retryIn time.Duration) {
 	if d.span == nil {
 		// One context value carries the record's position, then its
 		// metadata and each invocation's handler scope.
-		h, hctx := choreo.NewHandling(d.part.ctx, c.group, choreo.Position{Topic: d.rec.Topic, Partition: d.rec.Partition, Offset: d.rec.Offset})
-		d.handling = h
+		hctx := d.handling.Init(d.part.ctx, c.group, choreo.Position{Topic: d.rec.Topic, Partition: d.rec.Partition, Offset: d.rec.Offset})
 		d.ctx, d.span = tracing.StartProcess(hctx, d.rec, c.group)
 		if err := rt.prepare(d); err != nil {
 			d.first = time.Now()
@@ -103,7 +102,7 @@ func (rt *runtime) handle(d *delivery) (done bool, retryIn time.Duration) {
 			d.outcome = tracing.OutcomeSkipped
 			return true, 0
 		}
-		h.SetMetadata(d.md)
+		d.handling.SetMetadata(d.md)
 	}
 	d.attempt++
 	dup, err := rt.attempt(d, d.route)
@@ -188,13 +187,11 @@ func (rt *runtime) exhausted(d *delivery, err error, first time.Time) bool {
 // reports a record skipped as already processed.
 func (rt *runtime) attempt(d *delivery, r *route) (dup bool, err error) {
 	c := rt.c
-	ctx, release := withDeadline(d.ctx, time.Now().Add(c.cfg.handlerTimeout))
-	defer release()
 	start := time.Now()
+	ctx, release := d.deadline(start.Add(c.cfg.handlerTimeout))
+	defer release()
 	d.handling.StartScope() // events it publishes get ids derived from d's, counted from 0
-	dup, err = c.cfg.store.Process(ctx, c.group, d.md.ID, func(ctx context.Context) error {
-		return invoke(ctx, r, d)
-	})
+	dup, err = c.cfg.store.Process(ctx, c.group, d.md.ID, invokeDelivery)
 	switch {
 	case dup:
 		c.stats.duplicates.Add(1)
@@ -226,6 +223,17 @@ func (rt *runtime) end(d *delivery, done bool) {
 	}
 	tracing.EndProcess(d.span, outcome, d.err)
 	d.span = nil
+}
+
+// invokeDelivery is the function the store runs: it finds its delivery in
+// the handler context (see delivery.deadline), so that no closure is made
+// per record.
+func invokeDelivery(ctx context.Context) error {
+	d, _ := ctx.Value(deliveryKey{}).(*delivery)
+	if d == nil {
+		return errors.New("consumer: handler context without its delivery")
+	}
+	return invoke(ctx, d.route, d)
 }
 
 // invoke calls the route's handler, turning a panic into an error.

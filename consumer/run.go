@@ -51,7 +51,8 @@ type delivery struct {
 	md      choreo.Metadata
 
 	ctx      context.Context // the process span's context, with metadata once read
-	handling *choreo.Handling
+	handling choreo.Handling // carries position, metadata and handler scope in ctx
+	firstCtx deadlineCtx     // the first handler attempt's context
 	span     trace.Span
 	metrics  *tracing.ConsumerMetrics
 	outcome  tracing.Outcome
