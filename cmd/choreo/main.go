@@ -5,6 +5,7 @@
 // Usage:
 //
 //	choreo dev [--listen ADDR] [--registry-listen ADDR] [--data-dir DIR] [--partitions N]
+//	choreo bench [--scenario produce|consume|slow|latency|all] [--events N] [--size BYTES] [--partitions P] [--rounds R] [--rate N] [-o table|json|jsonl]
 //	choreo schema check    --subject SUBJECT [--registry URL] FILE.avsc
 //	choreo schema register --subject SUBJECT [--registry URL] FILE.avsc
 //	choreo completion bash|zsh|fish|powershell

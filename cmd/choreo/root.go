@@ -45,6 +45,7 @@ Exit status: 0 success, 1 failure, 2 usage error.`,
 		"Usage:{{if .Runnable}}", "Usage:{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
 	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(
+		newBenchCmd(),
 		newDevCmd(),
 		newSchemaCmd(),
 	)
