@@ -1,0 +1,165 @@
+// Command shipping is the example shop's shipping service (consumer group
+// shipping-service): for every PaymentAuthorized on topic payments it
+// schedules a shipment, then dispatches it, publishing ShipmentScheduled
+// and ShipmentDispatched on topic shipments (see package shippingsvc).
+//
+//	go run ./examples/shipping
+//
+// Environment:
+//
+//	KAFKA_BROKERS         seed brokers (required); KAFKA_SASL_*, KAFKA_TLS* as package connection reads them
+//	SCHEMA_REGISTRY_URL   schema registry (required)
+//	HTTP_ADDR             /healthz, /readyz and /metrics (default :8083)
+//	OTEL_*                OpenTelemetry exporters (nothing is exported when unset)
+//
+// On SIGTERM or Ctrl-C it stops taking events, finishes the running ones
+// (at most the consumer's shutdown timeout, 30s), commits and exits 0: give
+// it a longer grace period than that (Kubernetes'
+// terminationGracePeriodSeconds).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/choreokit/choreo/connection"
+	"github.com/choreokit/choreo/examples/shipping/shippingsvc"
+	"github.com/choreokit/choreo/schema"
+	"github.com/choreokit/choreo/tracing"
+)
+
+func main() {
+	// JSON logs with the trace, correlation and event ids of the event
+	// being handled (tracing.NewLogHandler reads them from the context).
+	slog.SetDefault(slog.New(tracing.NewLogHandler(slog.NewJSONHandler(os.Stderr, nil))))
+	if err := run(); err != nil {
+		slog.Error("shipping service failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() { <-ctx.Done(); stop() }() // a second Ctrl-C kills at once
+
+	conn, err := connection.FromEnv()
+	if err != nil {
+		return err
+	}
+	if len(conn.Brokers) == 0 {
+		return errors.New("KAFKA_BROKERS is not set (`go run ./cmd/choreo dev` prints the export lines)")
+	}
+	reg, err := schema.NewRegistry([]string{os.Getenv("SCHEMA_REGISTRY_URL")})
+	if err != nil {
+		return fmt.Errorf("SCHEMA_REGISTRY_URL: %w", err)
+	}
+
+	// Metrics on /metrics; traces and metrics also go where OTEL_* say.
+	reader, metrics, err := tracing.PrometheusHandler()
+	if err != nil {
+		return err
+	}
+	shutdownTracing, err := tracing.Setup(ctx, shippingsvc.Group, tracing.WithMetricReader(reader))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(ctx); err != nil {
+			slog.Warn("flushing telemetry", "err", err)
+		}
+	}()
+
+	// Listen before joining the group: a port in use fails the start.
+	ln, err := net.Listen("tcp", envString("HTTP_ADDR", ":8083"))
+	if err != nil {
+		return err
+	}
+	svc, err := shippingsvc.New(ctx, shippingsvc.Config{Conn: conn, Registry: reg})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !svc.Consumer().Live() {
+			http.Error(w, "consumer stopped", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := svc.Consumer().CheckReady(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("GET /metrics", metrics)
+	return serve(ctx, ln, mux, svc)
+}
+
+// service is what serve runs: a consumer (Run) and a producer (Close).
+type service interface {
+	Run(ctx context.Context) error
+	Close(ctx context.Context) error
+}
+
+// serve runs the service and the HTTP server until ctx is done or either
+// fails. Then both stop at once: the HTTP server finishes the requests it
+// has (5s at most), the service the events it is handling (its shutdown
+// timeout) and commits. Last, the producer flushes what is buffered.
+func serve(ctx context.Context, ln net.Listener, h http.Handler, svc service) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			cancel(fmt.Errorf("http server: %w", err))
+		}
+	}()
+	httpStopped := make(chan error, 1)
+	go func() {
+		<-ctx.Done()
+		shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+		defer done()
+		httpStopped <- srv.Shutdown(shutdownCtx)
+	}()
+	slog.Info("shipping service started", "addr", ln.Addr().String())
+
+	err := svc.Run(ctx)
+	cancel(nil) // when the service failed on its own, stop the HTTP server too
+	if serr := <-httpStopped; serr != nil {
+		err = errors.Join(err, fmt.Errorf("http server shutdown: %w", serr))
+	}
+	if cause := context.Cause(ctx); !errors.Is(cause, context.Canceled) {
+		err = errors.Join(cause, err) // the HTTP server failed
+	}
+	closeCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
+	defer done()
+	if cerr := svc.Close(closeCtx); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	if err == nil {
+		slog.Info("shipping service stopped")
+	}
+	return err
+}
+
+func envString(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
