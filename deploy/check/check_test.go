@@ -109,6 +109,11 @@ func cloneCode(c *Code) *Code {
 		s2.Outputs = slices.Clone(s.Outputs)
 		s2.Own = slices.Clone(s.Own)
 		s2.ConsumerOptions = slices.Clone(s.ConsumerOptions)
+		s2.Routes = slices.Clone(s.Routes)
+		s2.JSONTags = map[string][]string{}
+		for k, v := range s.JSONTags {
+			s2.JSONTags[k] = v
+		}
 		s2.Env = map[string]bool{}
 		for k, v := range s.Env {
 			s2.Env[k] = v
@@ -277,6 +282,44 @@ func TestChecksCatchBrokenValues(t *testing.T) {
 				}
 				s.Command = cmd
 			})
+		}},
+		{"demo beside the service containers", "compose: the demo", "put it in a profile", func(c *Code, f *Files) {
+			editService(f, firstService(c).Dir, func(s *types.ServiceConfig) { s.Profiles = nil })
+		}},
+		{"demo waits for a service container", "compose: the demo", "whose consumer group it joins", func(c *Code, f *Files) {
+			editService(f, "demo", func(s *types.ServiceConfig) {
+				d := types.DependsOnConfig{}
+				for k, v := range s.DependsOn {
+					d[k] = v
+				}
+				d[firstService(c).Dir] = types.ServiceDependency{Condition: types.ServiceConditionHealthy}
+				s.DependsOn = d
+			})
+		}},
+		{"demo on another database", "compose: the demo", "--database-url", func(c *Code, f *Files) {
+			editService(f, "demo", func(s *types.ServiceConfig) {
+				cmd := slices.Clone(s.Command)
+				for i := range cmd {
+					if strings.HasPrefix(cmd[i], "postgres://") {
+						cmd[i] = "postgres://other@postgres/other"
+					}
+				}
+				s.Command = cmd
+			})
+		}},
+		{"generator field misspelled", "compose: the order generator", "no request type", func(c *Code, f *Files) {
+			editService(f, "order-generator", func(s *types.ServiceConfig) {
+				s.Command = types.ShellCommand{strings.Replace(strings.Join(s.Command, " "), "amount_cents", "amount", 1)}
+			})
+		}},
+		{"generator posts to another route", "compose: the order generator", "routes", func(c *Code, f *Files) {
+			editService(f, "order-generator", func(s *types.ServiceConfig) {
+				s.Command = types.ShellCommand{strings.Replace(strings.Join(s.Command, " "), "8080/orders", "8080/order", 1)}
+			})
+		}},
+		{"orders service changed its request", "compose: the order generator", "no request type", func(c *Code, f *Files) {
+			s := serviceNamed(c, "orders")
+			s.JSONTags = map[string][]string{"x.PlaceRequest": {"customer", "amount"}}
 		}},
 		{"stop grace shorter than shutdown", "compose: stop grace", "stop_grace_period", func(c *Code, f *Files) {
 			editService(f, firstService(c).Dir, func(s *types.ServiceConfig) { d := types.Duration(30 * time.Second); s.StopGracePeriod = &d })

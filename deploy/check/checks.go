@@ -44,6 +44,7 @@ var Checks = []Check{
 	{"compose: depends_on conditions", checkComposeDependsOn},
 	{"compose: source topics created", checkComposeTopics},
 	{"compose: the demo's command and flags", checkComposeDemo},
+	{"compose: the order generator's request", checkComposeGenerator},
 	{"compose: stop grace period over the consumer's shutdown timeout", checkComposeStop},
 	{"prometheus: scrape targets", checkPrometheusTargets},
 	{"dockerfile: pinned images, build paths, user", checkDockerfile},
@@ -500,11 +501,14 @@ func checkComposeDemo(c *Code, f *Files) []error {
 	}
 	var errs []error
 	found := false
-	var brokers, registry string
+	var brokers, registry, database string
 	for _, s := range c.Services {
 		if cs, ok := composeService(f, s.Dir); ok {
 			brokers, _ = envValue(cs, "KAFKA_BROKERS")
 			registry, _ = envValue(cs, "SCHEMA_REGISTRY_URL")
+			if v, ok := envValue(cs, "DATABASE_URL"); ok {
+				database = v
+			}
 		}
 	}
 	for _, name := range sortedKeys(f.Compose.Services) {
@@ -515,6 +519,9 @@ func checkComposeDemo(c *Code, f *Files) []error {
 		found = true
 		if !c.CLI.Commands["demo"] {
 			errs = append(errs, errorf("service %s runs `choreo demo`, which cmd/choreo does not define", name))
+		}
+		if len(s.Profiles) > 0 {
+			errs = append(errs, errorf("service %s is in profiles %v: `docker compose up` must run the demo", name, s.Profiles))
 		}
 		args := s.Command[1:]
 		for i := 0; i < len(args); i++ {
@@ -530,25 +537,82 @@ func checkComposeDemo(c *Code, f *Files) []error {
 			if !c.CLI.Flags[flag] {
 				errs = append(errs, errorf("service %s: flag --%s is not defined in cmd/choreo", name, flag))
 			}
-			switch flag {
-			case "brokers":
-				if val != brokers {
-					errs = append(errs, errorf("service %s: --brokers %s; the services use %s", name, val, brokers))
-				}
-			case "registry":
-				if val != registry {
-					errs = append(errs, errorf("service %s: --registry %s; the services use %s", name, val, registry))
-				}
+			want := map[string]string{"brokers": brokers, "registry": registry, "database-url": database}[flag]
+			if want != "" && val != want {
+				errs = append(errs, errorf("service %s: --%s %s; the service containers use %s", name, flag, val, want))
 			}
 		}
-		for _, s := range c.Services {
-			if d, ok := f.Compose.Services[name].DependsOn[s.Dir]; !ok || d.Condition != types.ServiceConditionHealthy {
-				errs = append(errs, errorf("service %s does not wait for %s to be healthy", name, s.Dir))
+		// The demo runs the four services in its process, in their
+		// consumer groups: containers of the same services must not run
+		// with it, nor may it wait for them.
+		for _, svc := range c.Services {
+			if _, ok := s.DependsOn[svc.Dir]; ok {
+				errs = append(errs, errorf("service %s waits for %s, whose consumer group it joins itself", name, svc.Dir))
 			}
+			if cs, ok := composeService(f, svc.Dir); ok && len(cs.Profiles) == 0 {
+				errs = append(errs, errorf("service %s starts with `docker compose up`, beside %s, which runs the same consumer group (%s) in its process; put it in a profile", svc.Dir, name, svc.Group))
+			}
+		}
+		if d, ok := s.DependsOn["kafka-init"]; !ok || d.Condition != types.ServiceConditionCompletedSuccessfully {
+			if d, ok := s.DependsOn["kafka"]; !ok || d.Condition != types.ServiceConditionHealthy {
+				errs = append(errs, errorf("service %s does not wait for Kafka", name))
+			}
+		}
+		if d, ok := s.DependsOn["schema-registry"]; !ok || d.Condition != types.ServiceConditionHealthy {
+			errs = append(errs, errorf("service %s does not wait for schema-registry to be healthy", name))
 		}
 	}
 	if !found {
-		errs = append(errs, errors.New("no service runs `choreo demo` (the order generator)"))
+		errs = append(errs, errors.New("no service runs `choreo demo`"))
+	}
+	return errs
+}
+
+var postData = regexp.MustCompile(`--post-data "((?:[^"\\]|\\.)*)" (\S+)`)
+
+// checkComposeGenerator checks the order generator's request against the
+// orders service: the URL is its address and route, the JSON fields are
+// those of the request type its handler decodes (it refuses unknown
+// fields).
+func checkComposeGenerator(c *Code, f *Files) []error {
+	s, ok := composeService(f, "order-generator")
+	if !ok {
+		return []error{errors.New("no order-generator service")}
+	}
+	orders := c.Service("orders")
+	if orders == nil {
+		return []error{errors.New("no examples/orders service")}
+	}
+	script := strings.Join(s.Command, " ")
+	m := postData.FindStringSubmatch(script)
+	if m == nil {
+		return []error{errorf("order-generator: no wget --post-data \"…\" URL in %q", script)}
+	}
+	var errs []error
+	body := strings.ReplaceAll(m[1], `\"`, `"`)
+	keys := regexp.MustCompile(`"([a-z_]+)":`).FindAllStringSubmatch(body, -1)
+	var fields []string
+	for _, k := range keys {
+		fields = append(fields, k[1])
+	}
+	if len(fields) == 0 {
+		errs = append(errs, errorf("order-generator: no JSON fields in %s", body))
+	}
+	if !orders.acceptsJSON(fields) {
+		errs = append(errs, errorf("order-generator posts fields %v; no request type of examples/orders has them all (its JSON tags: %v)", fields, orders.JSONTags))
+	}
+	u, err := url.Parse(m[2])
+	if err != nil {
+		return append(errs, err)
+	}
+	if u.Hostname() != "orders" || u.Port() != strconv.Itoa(orders.Port) {
+		errs = append(errs, errorf("order-generator posts to %s; the orders service is orders:%d", u.Host, orders.Port))
+	}
+	if !slices.Contains(orders.Routes, "POST "+u.Path) {
+		errs = append(errs, errorf("order-generator posts to %s; the orders service's routes are %v", u.Path, orders.Routes))
+	}
+	if d, ok := s.DependsOn["orders"]; !ok || d.Condition != types.ServiceConditionHealthy {
+		errs = append(errs, errors.New("order-generator does not wait for orders to be healthy"))
 	}
 	return errs
 }

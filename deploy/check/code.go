@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -29,6 +30,11 @@ type Service struct {
 	// Own are the topics the consumer needs besides its sources (retry and
 	// dead-letter topics), as the consumer itself reports them.
 	Own []string
+	// Routes are the HTTP routes ("POST /orders") the program's packages
+	// register, and JSONTags the json field names of each struct type
+	// there.
+	Routes   []string
+	JSONTags map[string][]string
 	// ConsumerOptions are the consumer options (consumer.X calls) the
 	// program's packages use.
 	ConsumerOptions []string
@@ -36,6 +42,23 @@ type Service struct {
 	// literals in the Go files of the packages the program is built from
 	// (go list -deps, standard library included).
 	Env map[string]bool
+}
+
+// acceptsJSON reports whether a struct type of the service has a JSON field
+// for each of fields.
+func (s *Service) acceptsJSON(fields []string) bool {
+	for _, tags := range s.JSONTags {
+		all := true
+		for _, f := range fields {
+			if !slices.Contains(tags, f) {
+				all = false
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
 }
 
 // Code is what the deployment files are checked against.
@@ -438,6 +461,8 @@ func fileOf(pkg *goPkg, n ast.Node) *ast.File {
 
 var addrPort = regexp.MustCompile(`^:(\d{2,5})$`)
 
+var route = regexp.MustCompile(`^(GET|POST|PUT|PATCH|DELETE) /\S*$`)
+
 // service reads one example service from its main package and the
 // examples packages it imports.
 func (x *goIndex) service(dir string, main *goPkg) (*Service, error) {
@@ -445,7 +470,7 @@ func (x *goIndex) service(dir string, main *goPkg) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{Dir: dir}
+	s := &Service{Dir: dir, JSONTags: map[string][]string{}}
 	groups := map[string]bool{}
 	sources := map[string]bool{}
 	outputs := map[string]bool{}
@@ -454,6 +479,27 @@ func (x *goIndex) service(dir string, main *goPkg) (*Service, error) {
 		for _, file := range pkg.files {
 			consumerName := importName(file, modulePath+"/consumer")
 			ast.Inspect(file, func(n ast.Node) bool {
+				switch n := n.(type) {
+				case *ast.BasicLit:
+					if v, err := strconv.Unquote(n.Value); err == nil && n.Kind == token.STRING && route.MatchString(v) && !slices.Contains(s.Routes, v) {
+						s.Routes = append(s.Routes, v)
+					}
+				case *ast.TypeSpec:
+					if st, ok := n.Type.(*ast.StructType); ok {
+						for _, fld := range st.Fields.List {
+							if fld.Tag == nil {
+								continue
+							}
+							tag, _ := strconv.Unquote(fld.Tag.Value)
+							if j, ok := reflect.StructTag(tag).Lookup("json"); ok {
+								if name, _, _ := strings.Cut(j, ","); name != "" && name != "-" {
+									key := pkg.path + "." + n.Name.Name
+									s.JSONTags[key] = append(s.JSONTags[key], name)
+								}
+							}
+						}
+					}
+				}
 				call, ok := n.(*ast.CallExpr)
 				if !ok {
 					return true

@@ -288,7 +288,8 @@ func LoadFiles(root string) (*Files, error) {
 // anchors, merges and paths, and interpolates variables.
 func LoadCompose(root string) (*types.Project, error) {
 	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
-		cli.WithWorkingDirectory(root), cli.WithName("choreo"), cli.WithResolvedPaths(false))
+		cli.WithWorkingDirectory(root), cli.WithName("choreo"), cli.WithResolvedPaths(false),
+		cli.WithProfiles([]string{"*"})) // every service, whatever its profile
 	if err != nil {
 		return nil, err
 	}
