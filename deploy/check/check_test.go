@@ -296,7 +296,7 @@ func TestChecksCatchBrokenValues(t *testing.T) {
 				s.DependsOn = d
 			})
 		}},
-		{"demo on another database", "compose: the demo", "--database-url", func(c *Code, f *Files) {
+		{"demo on another database", "compose: the demo", "--database-url postgres://other", func(c *Code, f *Files) {
 			editService(f, "demo", func(s *types.ServiceConfig) {
 				cmd := slices.Clone(s.Command)
 				for i := range cmd {
