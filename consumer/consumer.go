@@ -55,6 +55,17 @@
 // At most MaxInFlight records (and MaxInFlightBytes of values) are taken on
 // at a time: polled and not yet done. At the cap the consumer stops polling,
 // so memory stays bounded whatever the backlog.
+//
+// # Circuit breakers
+//
+// Each route (topic and event type) has a circuit breaker (see Breaker).
+// When its handler keeps failing with retryable errors, because a
+// database, the schema registry or another dependency is down, the
+// breaker opens: the route's records wait, uncommitted and without
+// spending their attempts, and fetching its topic is paused, instead of
+// every record burning its retries into the retry topics and the
+// dead-letter topic. After a cool-down one probe goes through; its success
+// closes the breaker and consumption resumes.
 package consumer
 
 import (
@@ -121,8 +132,9 @@ type Handler[T any] func(ctx context.Context, ev Event[T]) error
 
 // route is a registered handler, typed away.
 type route struct {
-	reader *schema.Schema
-	invoke func(ctx context.Context, d *delivery) error
+	reader  *schema.Schema
+	invoke  func(ctx context.Context, d *delivery) error
+	breaker *breaker // set by Run; nil when the route's breaker is off
 }
 
 // Consumer is a member of a consumer group that hands records to handlers.
@@ -274,6 +286,7 @@ type stats struct {
 	skipped       atomic.Int64
 	commits       atomic.Int64
 	abandoned     atomic.Int64
+	circuitWaits  atomic.Int64
 	lastPoll      atomic.Int64 // unix nanos of the last poll loop step
 	loop          atomic.Int32 // loopNotStarted, loopWaiting, loopBusy, loopEnded
 	assigned      atomic.Int64 // partitions currently assigned
@@ -303,6 +316,13 @@ type Stats struct {
 	Abandoned     int64 // handlers left running past RevokeTimeout or ShutdownTimeout because they ignored their context
 	Uncommitted   int64 // records tracked and not yet committable, over the partitions owned (at most MaxUncommitted each)
 	Assigned      int64 // partitions assigned now
+	// CircuitWaits counts the times a record was held by its route's
+	// circuit breaker (open, or half-open with its probe under way)
+	// instead of making an attempt.
+	CircuitWaits int64
+	// Circuits is the state of each route's circuit breaker while Run
+	// runs, keyed topic/eventType: "closed", "half-open" or "open".
+	Circuits map[string]string
 }
 
 // Stats returns the consumer's counters.
@@ -313,7 +333,17 @@ func (c *Consumer) Stats() Stats {
 		Handled: s.handled.Load(), Duplicates: s.duplicates.Load(), Retried: s.retried.Load(), Forwarded: s.forwarded.Load(), WriteFailures: s.writeFailures.Load(),
 		DeadLettered: s.deadLettered.Load(), Skipped: s.skipped.Load(), Commits: s.commits.Load(), Abandoned: s.abandoned.Load(),
 		Assigned: s.assigned.Load(), Uncommitted: c.uncommitted(),
+		CircuitWaits: s.circuitWaits.Load(), Circuits: c.circuits(),
 	}
+}
+
+// circuits returns the state of the running consumer's breakers.
+func (c *Consumer) circuits() map[string]string {
+	rt := c.rt.Load()
+	if rt == nil {
+		return nil
+	}
+	return rt.circuits()
 }
 
 // uncommitted sums the backlogs of the partitions the running consumer

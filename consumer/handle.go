@@ -85,7 +85,9 @@ func metadataField(key string) int {
 // handler attempt. It reports whether the record is done, or, for a
 // retryable failure with attempts left, how long to wait before the next
 // attempt: the caller parks the key's lane meanwhile, freeing the worker,
-// so a retrying key never holds up other keys.
+// so a retrying key never holds up other keys. The wait is waitBreaker
+// when the route's circuit breaker holds the record: the lane then waits
+// for the breaker instead of a timer.
 func (rt *runtime) handle(d *delivery) (done bool, retryIn time.Duration) {
 	c := rt.c
 	if d.span == nil {
@@ -104,26 +106,49 @@ func (rt *runtime) handle(d *delivery) (done bool, retryIn time.Duration) {
 		}
 		d.handling.SetMetadata(d.md)
 	}
+	// An open circuit breaker holds the record without an attempt: it
+	// waits, its attempt count unchanged, until the breaker lets it
+	// through (breaker.go).
+	br := d.route.breaker
+	if !br.allow(d) {
+		c.stats.circuitWaits.Add(1)
+		return false, waitBreaker
+	}
 	d.attempt++
 	dup, err := rt.attempt(d, d.route)
 	if err == nil {
 		d.outcome = tracing.OutcomeHandled
+		result := error(nil)
 		if dup {
 			d.outcome = tracing.OutcomeDuplicate
+			result = errNeutral
 		}
+		br.settle(d, result)
 		return true, 0
 	}
 	if d.first.IsZero() {
 		d.first = time.Now()
 	}
 	if d.part.ctx.Err() != nil {
+		br.settle(d, errNeutral)
 		return false, 0 // partition lost or shutdown deadline passed: not done
 	}
 	if k := c.classify(err); k.Permanent() {
+		br.settle(d, errNeutral)
 		if choreo.KindOf(err) != k {
 			err = &choreo.Error{Kind: k, Err: err}
 		}
 		return rt.deadLetter(d, err, d.first), 0
+	}
+	if !br.settle(d, errFailure) {
+		// The breaker is open (this failure may have opened it) or its
+		// probe is under way: rather than spend its attempts against a
+		// dependency that is down, the record waits for it.
+		c.stats.retried.Add(1)
+		tracing.RecordRetry(d.ctx, d.attempt, err)
+		c.log.DebugContext(d.ctx, "handler failed; waiting for the circuit breaker", "topic", d.rec.Topic, "partition", d.rec.Partition,
+			"offset", d.rec.Offset, "attempt", d.attempt, "err", err)
+		return false, waitBreaker
 	}
 	if d.attempt >= c.cfg.retry.MaxAttempts {
 		return rt.exhausted(d, err, d.first), 0

@@ -53,6 +53,8 @@ type config struct {
 	stuckAfter       time.Duration // a failing dead-letter write or forward is stuck after this; 0: defaultStuckAfter
 	failOnStuck      bool          // a stuck write ends Run with an error
 	metrics          *tracing.Metrics
+	breaker          Breaker               // every route's circuit breaker (breaker.go)
+	routeBreakers    map[routeName]Breaker // routes with a breaker of their own
 }
 
 func defaults() config {
@@ -106,6 +108,9 @@ func (c *config) validate() error {
 		if d <= 0 {
 			return fmt.Errorf("retry topic delay %v: want more than 0", d)
 		}
+	}
+	if err := c.validateBreakers(); err != nil {
+		return err
 	}
 	return c.retry.validate()
 }

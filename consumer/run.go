@@ -62,6 +62,9 @@ type delivery struct {
 	first   time.Time                   // first failure
 	backoff *backoff.ExponentialBackOff // in-process retry delays, from the first retry on
 
+	settle func(error) // reports the attempt under way to the route's breaker (breaker.go)
+	wake   uint64      // the breaker's wake count when it last answered for d
+
 	tier          int           // retry tier the record came from; 0 for a source topic
 	priorAttempts int           // attempts before this delivery (from choreo-attempt)
 	origin        *dlq.Original // the original record, for one from a retry topic
@@ -111,6 +114,10 @@ type runtime struct {
 	cancelHandler context.CancelFunc
 
 	fatal fatal // the error a worker ends Run with (FailOnStuckWrite; deadletter.go)
+
+	circuitMu    sync.Mutex
+	breakers     []*breaker     // one per route with its breaker on (breaker.go)
+	openBreakers map[string]int // topic → breakers of its routes that paused it
 }
 
 // Run joins the group and handles records until ctx ends. Then it stops
@@ -231,6 +238,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 	stopWatch := rt.watchSources(ctx, plan.missingSources)
 	defer stopWatch()
 	rt.dlqWriter = dlq.NewWriter(cl, c.reg, c.dlqWriterOptions()...)
+	rt.startBreakers()
+	defer rt.stopBreakers()
 	// A worker ends Run with an error (FailOnStuckWrite) by cancelling the
 	// poll loop's context through rt.fatal; Run then shuts down as when
 	// ctx ends and returns that error.
@@ -751,6 +760,10 @@ func (rt *runtime) runLane(l *lane) (retire bool) {
 	}()
 	retryIn, retire := rt.process(d)
 	returned = true
+	if retryIn == waitBreaker { // held by its route's circuit breaker
+		d.route.breaker.wait(l, d)
+		return retire
+	}
 	rt.advance(l, retryIn)
 	return retire
 }
@@ -786,6 +799,9 @@ func (rt *runtime) afterGoexit(l *lane, d *delivery) (retire bool) {
 	rt.c.log.ErrorContext(d.ctx, "handler exited its goroutine", "topic", d.rec.Topic, "partition", d.rec.Partition, "offset", d.rec.Offset)
 	if d.first.IsZero() {
 		d.first = time.Now()
+	}
+	if d.route != nil {
+		d.route.breaker.settle(d, errNeutral)
 	}
 	done := false
 	if d.part.ctx.Err() == nil {
@@ -856,6 +872,9 @@ func (rt *runtime) take(tps map[string][]int32) []*partition {
 	rt.partsMu.Unlock()
 	for _, p := range out {
 		rt.resume(topicPartition{p.topic, p.id}, pauseBacklog)
+	}
+	if len(out) > 0 {
+		rt.wakeBreakers() // records of these partitions held by a breaker are dropped, not kept in flight
 	}
 	return out
 }

@@ -52,7 +52,36 @@ const (
 	// topic the record was consumed from). Each holds its partition's
 	// commits until the write succeeds. Unit {record}.
 	MetricStuckWrites = "choreo.consumer.stuck_writes"
+	// MetricCircuitState is the state of each circuit breaker of a
+	// consumer, by group, topic and event type (the route the breaker
+	// guards): 0 closed, 1 half-open, 2 open (the CircuitState values).
+	// Unit {state}.
+	MetricCircuitState = "choreo.consumer.circuit.state"
 )
+
+// CircuitState is a circuit breaker's state as MetricCircuitState
+// reports it.
+type CircuitState int64
+
+// The circuit breaker states.
+const (
+	CircuitClosed   CircuitState = 0 // attempts go through
+	CircuitHalfOpen CircuitState = 1 // a probe attempt is let through after the cool-down
+	CircuitOpen     CircuitState = 2 // attempts wait; fetching of the route's topic is paused
+)
+
+// String names the state: closed, half-open or open.
+func (s CircuitState) String() string {
+	switch s {
+	case CircuitClosed:
+		return "closed"
+	case CircuitHalfOpen:
+		return "half-open"
+	case CircuitOpen:
+		return "open"
+	}
+	return fmt.Sprintf("CircuitState(%d)", int64(s))
+}
 
 // Metric attribute keys. They are short because they become Prometheus
 // labels that operators type.
@@ -62,6 +91,7 @@ const (
 	MetricAttrGroup     = attribute.Key("group")      // the consumer group
 	MetricAttrPartition = attribute.Key("partition")  // a partition number
 	MetricAttrErrorKind = attribute.Key("error.kind") // a choreo.ErrorKind
+	MetricAttrEventType = attribute.Key("event.type") // a ce_type: the Avro full name of an event's schema
 )
 
 // Outcomes of a publish in MetricPublishes.
@@ -90,6 +120,7 @@ type Metrics struct {
 	publishDuration metric.Float64Histogram
 	deadLetters     metric.Int64Counter
 	stuckWrites     metric.Int64UpDownCounter
+	circuitState    metric.Int64Gauge
 
 	consumers sync.Map // consumerKey → *ConsumerMetrics
 	topics    sync.Map // string → *topicMetrics
@@ -136,6 +167,9 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	check(err)
 	m.stuckWrites, err = m.meter.Int64UpDownCounter(MetricStuckWrites, metric.WithUnit("{record}"),
 		metric.WithDescription("Records whose dead-letter write or retry-topic forward keeps failing: each holds its partition's commits."))
+	check(err)
+	m.circuitState, err = m.meter.Int64Gauge(MetricCircuitState, metric.WithUnit("{state}"),
+		metric.WithDescription("State of the consumer's circuit breaker of a route (topic and event type): 0 closed, 1 half-open, 2 open."))
 	check(err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("tracing: metrics: %w", err)
@@ -257,6 +291,16 @@ func (c *ConsumerMetrics) StuckWrite(ctx context.Context, delta int64) {
 		return
 	}
 	c.m.stuckWrites.Add(ctx, delta, c.base.add...)
+}
+
+// Circuit records the state of group's circuit breaker for events of
+// eventType on topic (choreo.consumer.circuit.state).
+func (m *Metrics) Circuit(ctx context.Context, group, topic, eventType string, state CircuitState) {
+	if m == nil {
+		return
+	}
+	m.circuitState.Record(ctx, int64(state), metric.WithAttributes(
+		MetricAttrGroup.String(group), MetricAttrTopic.String(topic), MetricAttrEventType.String(eventType)))
 }
 
 // Lag is the consumer lag of one partition: records between the group's

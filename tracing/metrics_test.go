@@ -170,6 +170,7 @@ func TestNilMetricsRecordNothing(t *testing.T) {
 	c.InFlight(ctx, 1)
 	c.DeadLetter(ctx, choreo.KindPanic)
 	m.Published(ctx, "t", time.Second, nil)
+	m.Circuit(ctx, "g", "t", "e", CircuitOpen)
 	reg, err := m.RegisterLag("g", func() []Lag { return nil })
 	if err != nil || reg.Unregister() != nil {
 		t.Errorf("RegisterLag on nil Metrics: %v", err)
@@ -195,6 +196,7 @@ func TestPrometheusEndpoint(t *testing.T) {
 	c.HandlerDuration(ctx, 20*time.Millisecond)
 	c.InFlight(ctx, 1)
 	m.Published(ctx, "payments", 3*time.Millisecond, nil)
+	m.Circuit(ctx, "payment", "orders", "shop.OrderPlaced", CircuitOpen)
 	reg, err := m.RegisterLag("payment", func() []Lag { return []Lag{{"orders", 4, 17}} })
 	if err != nil {
 		t.Fatal(err)
@@ -220,6 +222,7 @@ func TestPrometheusEndpoint(t *testing.T) {
 		`choreo_consumer_lag{group="payment",otel_scope_name="github.com/choreokit/choreo",otel_scope_schema_url="https://opentelemetry.io/schemas/1.43.0",otel_scope_version="",partition="4",topic="orders"} 17`,
 		`choreo_producer_publishes_total{otel_scope_name="github.com/choreokit/choreo",otel_scope_schema_url="https://opentelemetry.io/schemas/1.43.0",otel_scope_version="",outcome="ok",topic="payments"} 1`,
 		`choreo_producer_publish_duration_seconds_bucket{`,
+		`choreo_consumer_circuit_state{event_type="shop.OrderPlaced",group="payment",otel_scope_name="github.com/choreokit/choreo",otel_scope_schema_url="https://opentelemetry.io/schemas/1.43.0",otel_scope_version="",topic="orders"} 2`,
 		`target_info{`,
 		`service_name="test-service"`,
 	} {

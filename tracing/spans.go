@@ -38,6 +38,10 @@ const (
 	AttrErrorKind = attribute.Key("choreo.error.kind")
 	// AttrAttempt is the delivery attempt a retry event or forward is about.
 	AttrAttempt = attribute.Key("choreo.attempt")
+	// AttrCircuitState is the state a circuit breaker moved to (closed,
+	// half-open, open); AttrCircuitFrom the state it left.
+	AttrCircuitState = attribute.Key("choreo.circuit.state")
+	AttrCircuitFrom  = attribute.Key("choreo.circuit.from")
 )
 
 // Span event names recorded on a process span.
@@ -45,6 +49,7 @@ const (
 	EventRetry      = "choreo.retry"       // RecordRetry: the handler failed and will be retried in place
 	EventForward    = "choreo.forward"     // RecordForward: the record was forwarded to a retry topic
 	EventDeadLetter = "choreo.dead_letter" // RecordDeadLetter: the record was written to a dead-letter topic
+	EventCircuit    = "choreo.circuit"     // RecordCircuit: the route's circuit breaker changed state around this record
 )
 
 // Outcome is what the consumer did with a record in the end. It is the
@@ -384,4 +389,16 @@ func RecordDeadLetter(ctx context.Context, topic string, kind choreo.ErrorKind) 
 		semconv.MessagingDestinationName(topic),
 		AttrErrorKind.String(string(kind)),
 	))
+}
+
+// RecordCircuit adds a choreo.circuit event to the span in ctx: the
+// circuit breaker of the record's route moved from one state to another
+// (closed, half-open, open) because of this record's attempt, or let the
+// record through as the half-open probe.
+func RecordCircuit(ctx context.Context, from, to string) {
+	span := trace.SpanFromContext(ctx)
+	if !span.IsRecording() {
+		return
+	}
+	span.AddEvent(EventCircuit, trace.WithAttributes(AttrCircuitFrom.String(from), AttrCircuitState.String(to)))
 }
