@@ -33,7 +33,10 @@ func CreateTopics(ctx context.Context, conn connection.Config, topics ...string)
 	if err != nil {
 		return fmt.Errorf("create topics: %w", err)
 	}
-	cl, err := kgo.NewClient(opts...)
+	// kadm answers ListTopics from the client's metadata cache, which by
+	// default is kept 5s: a topic just created would look missing that
+	// long. Ask the broker afresh each time.
+	cl, err := kgo.NewClient(append(opts, kgo.MetadataMinAge(10*time.Millisecond))...)
 	if err != nil {
 		return fmt.Errorf("create topics: %w", err)
 	}
