@@ -501,6 +501,9 @@ func TestChecksCatchBrokenValues(t *testing.T) {
 		{"persistent lag counted", "k8s: KEDA", "excludePersistentLag", func(c *Code, f *Files) {
 			f.K8s.ScaledObjects[0].Spec.Triggers[0].Metadata["excludePersistentLag"] = "false"
 		}},
+		{"lag counted from the end", "k8s: KEDA", "offsetResetPolicy", func(c *Code, f *Files) {
+			f.K8s.ScaledObjects[0].Spec.Triggers[0].Metadata["offsetResetPolicy"] = "latest"
+		}},
 		{"lag of another group", "k8s: KEDA", "consumerGroup", func(c *Code, f *Files) {
 			f.K8s.ScaledObjects[0].Spec.Triggers[0].Metadata["consumerGroup"] = "other-service"
 		}},

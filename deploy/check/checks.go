@@ -1541,6 +1541,15 @@ func checkKEDA(c *Code, f *Files) []error {
 			if md["excludePersistentLag"] != "true" {
 				errs = append(errs, errorf("%s: excludePersistentLag %q; want \"true\" (a stuck poison partition must not scale to the maximum)", tw, md["excludePersistentLag"]))
 			}
+			// A group with no committed offset starts where the consumer
+			// does: at the start, unless the service asks for the end.
+			wantReset := "earliest"
+			if slices.Contains(s.ConsumerOptions, "StartAtLatest") {
+				wantReset = "latest"
+			}
+			if md["offsetResetPolicy"] != wantReset {
+				errs = append(errs, errorf("%s: offsetResetPolicy %q; the consumer starts a new group at the %s (want %q)", tw, md["offsetResetPolicy"], map[string]string{"earliest": "start", "latest": "end"}[wantReset], wantReset))
+			}
 			if n, err := strconv.Atoi(md["lagThreshold"]); err != nil || n < 1 {
 				errs = append(errs, errorf("%s: lagThreshold %q is not a positive integer", tw, md["lagThreshold"]))
 			}
