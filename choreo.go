@@ -66,6 +66,7 @@ const (
 	HeaderErrorKind         = "choreo-error-kind"         // an ErrorKind
 	HeaderErrorMessage      = "choreo-error-message"      // the error text, cut at 1 KiB
 	HeaderReplayedFrom      = "choreo-replayed-from"      // "topic/partition/offset" of the dead letter a replay came from
+	HeaderRedriveCount      = "choreo-redrive-count"      // redrives of the original so far, the loop guard of choreo dlq redrive
 )
 
 // Metadata is what the wire contract says about one event, apart from its

@@ -152,8 +152,9 @@ type Consumer struct {
 	topics []string
 	ran    bool
 
-	retryTopics []string       // retry topic of each tier
-	retryTier   map[string]int // retry topic → tier (1-based)
+	retryTopics  []string       // retry topic of each tier
+	retryTier    map[string]int // retry topic → tier (1-based)
+	redriveTopic string         // dlq.RedriveTopic(group): read always, its records routed like retry records
 
 	stats  stats
 	health health
@@ -205,6 +206,7 @@ func New(conn connection.Config, reg *schema.Registry, group string, opts ...Opt
 		log:    cfg.logger.With("group", group),
 		routes: map[string]map[string]*route{},
 	}
+	c.redriveTopic = dlq.RedriveTopic(group)
 	c.retryTopics = make([]string, len(cfg.retryDelays))
 	c.retryTier = map[string]int{}
 	for i, d := range cfg.retryDelays {

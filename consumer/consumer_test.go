@@ -78,7 +78,7 @@ func TestHandleDeliversTypedEventsWithMetadata(t *testing.T) {
 		t.Errorf("committed offsets %v sum to %d; want 50", got, sum(got))
 	}
 	// The service's own topics were provisioned like its source topic.
-	own := append([]string{dlq.Topic(c.Group())}, fmt.Sprintf("%s.retry.1-10s", c.Group()), fmt.Sprintf("%s.retry.3-10m", c.Group()))
+	own := append([]string{dlq.Topic(c.Group())}, fmt.Sprintf("%s.retry.1-10s", c.Group()), fmt.Sprintf("%s.retry.3-10m", c.Group()), dlq.RedriveTopic(c.Group()))
 	td, err := h.cluster.Admin().ListTopics(context.Background(), own...)
 	if err != nil {
 		t.Fatal(err)

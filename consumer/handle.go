@@ -179,7 +179,10 @@ func (rt *runtime) prepare(d *delivery) error {
 		return err
 	}
 	source := d.rec.Topic
-	if d.tier > 0 {
+	// A record from a retry topic, or a redriven dead letter (tier 0: its
+	// attempts start again at the first tier), names its original topic,
+	// which routes it.
+	if d.tier > 0 || d.rec.Topic == c.redriveTopic {
 		st, err := readRetryState(d.rec, d.tier)
 		if err != nil {
 			return err

@@ -243,10 +243,11 @@ func Service(name string) Option { return func(c *config) { c.service = name } }
 // DeadLetterTopic overrides the dead-letter topic (default <group>.dlq).
 func DeadLetterTopic(name string) Option { return func(c *config) { c.deadLetterTopic = name } }
 
-// NoProvisioning stops the consumer from creating its retry and
-// dead-letter topics; they must exist. If any is missing, Run returns an
-// error at once, before joining the group, naming each missing topic with
-// the partitions and max.message.bytes to create it with.
+// NoProvisioning stops the consumer from creating its retry, dead-letter
+// and redrive (<group>.redrive) topics; they must exist. If any is
+// missing, Run returns an error at once, before joining the group, naming
+// each missing topic with the partitions and max.message.bytes to create
+// it with.
 func NoProvisioning() Option { return func(c *config) { c.provision = false } }
 
 // RedactHeaders replaces the values of these headers (case-insensitive

@@ -69,7 +69,7 @@ func TestProvisioningFailsFastWithoutCreateRights(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admCl.Close()
-	if _, err := kadm.NewClient(admCl).CreateTopic(ctx, 2, 1, nil, "payments.dlq"); err != nil {
+	if _, err := kadm.NewClient(admCl).CreateTopics(ctx, 2, 1, nil, "payments.dlq", "payments.redrive"); err != nil {
 		t.Fatal(err)
 	}
 	c2, err := consumer.New(conn, reg, "payments", consumer.BlockingRetries())
@@ -102,7 +102,7 @@ func TestNoProvisioningFailsFast(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Fatalf("Run returned only when its context ended (%v); want it to fail at once", err)
 	}
-	for _, want := range []string{dlq.Topic(group), group + ".retry.1-1s", group + ".retry.2-1m",
+	for _, want := range []string{dlq.Topic(group), group + ".retry.1-1s", group + ".retry.2-1m", dlq.RedriveTopic(group),
 		"at least 3 partitions", "max.message.bytes=9437184"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Run = %v; want it to mention %q", err, want)
@@ -113,7 +113,7 @@ func TestNoProvisioningFailsFast(t *testing.T) {
 	}
 
 	// With the topics created by someone else, the same configuration runs.
-	for _, name := range []string{dlq.Topic(group), group + ".retry.1-1s", group + ".retry.2-1m"} {
+	for _, name := range []string{dlq.Topic(group), group + ".retry.1-1s", group + ".retry.2-1m", dlq.RedriveTopic(group)} {
 		h.cluster.CreateTopic(t, name, 3)
 	}
 	c2 := h.consumer(group, consumer.NoProvisioning(), consumer.RetryTopics(time.Second, time.Minute))

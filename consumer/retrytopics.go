@@ -130,7 +130,9 @@ func (rt *runtime) forward(d *delivery, cause error, tier int) bool {
 		origTopic, origPart, origOff = d.origin.Topic, d.origin.Partition, d.origin.Offset
 	}
 	for _, h := range d.rec.Headers {
-		if !strings.HasPrefix(h.Key, "choreo-") {
+		// The toolkit's headers are written anew below, except the
+		// lineage of a redriven record, which a later dead letter keeps.
+		if !strings.HasPrefix(h.Key, "choreo-") || h.Key == choreo.HeaderRedriveCount || h.Key == choreo.HeaderReplayedFrom {
 			rec.Headers = append(rec.Headers, h)
 		}
 	}

@@ -137,7 +137,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if len(sources) == 0 {
 		return errors.New("consumer: no handlers registered")
 	}
-	topics := append(append([]string(nil), sources...), c.retryTopics...)
+	// The redrive topic is read always, as the retry topics are: it is how
+	// dead letters come back to this service (dlq.DeadLetter.Replay).
+	topics := append(append(append([]string(nil), sources...), c.retryTopics...), c.redriveTopic)
 
 	rt := &runtime{
 		c:           c,
@@ -175,7 +177,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	// Provision the service's own topics before joining the group, so a
 	// member is ready only when it can dead-letter.
-	own := append([]string{c.cfg.deadLetterTopic}, c.retryTopics...)
+	own := append(append([]string{c.cfg.deadLetterTopic}, c.retryTopics...), c.redriveTopic)
 	plan, err := ensureTopics(ctx, opts, c, sources, own)
 	if err != nil {
 		if ctx.Err() != nil {

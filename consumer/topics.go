@@ -37,10 +37,10 @@ func (p topicPlan) drainTopics() []string {
 
 // ensureTopics looks at the cluster's topics before Run joins the group.
 //
-// Each of the consumer's own topics (dead-letter and retry topics) must
-// exist with at least as many partitions as the largest source topic: it
-// creates what is missing, and fails with a message naming the topic when
-// it may not create it. With provisioning off (NoProvisioning) it creates
+// Each of the consumer's own topics (dead-letter, retry and redrive
+// topics) must exist with at least as many partitions as the largest
+// source topic: it creates what is missing, and fails with a message
+// naming the topic when it may not create it. With provisioning off (NoProvisioning) it creates
 // nothing and fails at once if any of them is missing, saying what to
 // create.
 //

@@ -277,22 +277,53 @@ func TestWriteReadRoundTrip(t *testing.T) {
 		}
 	}
 
-	// Replay brings the original back to its topic.
+	// Replay redrives it to the failing service's redrive topic only.
+	redrive := dlq.RedriveTopic(group)
+	e.c.CreateTopic(t, redrive, 3)
 	replay := back.Replay(got)
 	pcl := e.c.Client(t)
 	if err := pcl.ProduceSync(ctx, replay).FirstErr(); err != nil {
+		t.Fatalf("produce redrive: %v", err)
+	}
+	r := e.consume(t, redrive, 1)[0]
+	if !bytes.Equal(r.Key, orig.Key) || !bytes.Equal(r.Value, orig.Value) {
+		t.Errorf("redrive key %q; want key %q, same value", r.Key, orig.Key)
+	}
+	from := fmt.Sprintf("%s/%d/%d", topic, got.Partition, got.Offset)
+	for _, h := range []struct{ key, want string }{
+		{choreo.HeaderOriginalTopic, srcTopic},
+		{choreo.HeaderOriginalPartition, strconv.Itoa(int(orig.Partition))},
+		{choreo.HeaderOriginalOffset, strconv.FormatInt(orig.Offset, 10)},
+		{choreo.HeaderRedriveCount, "1"},
+		{choreo.HeaderReplayedFrom, from},
+		{choreo.HeaderID, "0190d6e2-6a5c-7c3e-9f1a-3b2c1d0e9f8a"},
+	} {
+		if v, n := header(r, h.key); n != 1 || v != h.want {
+			t.Errorf("redrive header %s = %q (%d of them); want one, %q", h.key, v, n, h.want)
+		}
+	}
+	if len(r.Headers) != len(orig.Headers)+5 {
+		t.Errorf("redrive has %d headers; want the original's %d and 5", len(r.Headers), len(orig.Headers))
+	}
+
+	// ReplayTo republishes to a topic of the caller's choosing: here the
+	// original topic, whose partitioner puts it with its key.
+	again := back.ReplayTo(srcTopic, got)
+	if err := pcl.ProduceSync(ctx, again).FirstErr(); err != nil {
 		t.Fatalf("produce replay: %v", err)
 	}
-	recs := e.consume(t, srcTopic, 2)
-	r := recs[1]
+	r = e.consume(t, srcTopic, 2)[1]
 	if r.Partition != orig.Partition || !bytes.Equal(r.Key, orig.Key) || !bytes.Equal(r.Value, orig.Value) {
 		t.Errorf("replay at partition %d key %q; want partition %d key %q, same value", r.Partition, r.Key, orig.Partition, orig.Key)
 	}
-	if len(r.Headers) != len(orig.Headers)+1 {
-		t.Fatalf("replay has %d headers; want %d", len(r.Headers), len(orig.Headers)+1)
+	if len(r.Headers) != len(orig.Headers)+2 {
+		t.Fatalf("replay has %d headers; want %d", len(r.Headers), len(orig.Headers)+2)
 	}
-	if v, n := header(r, choreo.HeaderReplayedFrom); n != 1 || v != fmt.Sprintf("%s/%d/%d", topic, got.Partition, got.Offset) {
-		t.Errorf("%s = %q (%d); want %s/%d/%d", choreo.HeaderReplayedFrom, v, n, topic, got.Partition, got.Offset)
+	if v, n := header(r, choreo.HeaderReplayedFrom); n != 1 || v != from {
+		t.Errorf("%s = %q (%d); want %s", choreo.HeaderReplayedFrom, v, n, from)
+	}
+	if _, n := header(r, choreo.HeaderOriginalTopic); n != 0 {
+		t.Errorf("replay to a topic has %d %s headers; want none", n, choreo.HeaderOriginalTopic)
 	}
 	if v, _ := header(r, choreo.HeaderID); v != "0190d6e2-6a5c-7c3e-9f1a-3b2c1d0e9f8a" {
 		t.Errorf("replay ce_id %q; want the original's", v)
@@ -438,5 +469,35 @@ func TestProductionLooksUp(t *testing.T) {
 	}
 	if got := e.consume(t, topic, 1); len(got) != 1 {
 		t.Fatalf("%d records; want 1", len(got))
+	}
+}
+
+// TestRecordCopiesLineage: a dead letter of a redriven record carries its
+// redrive count and the dead letter it came from in readable headers, so
+// tools see the link without a registry.
+func TestRecordCopiesLineage(t *testing.T) {
+	reg, err := schema.NewRegistry([]string{kafkatest.SchemaRegistry(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := &kgo.Record{Topic: "orders", Partition: 1, Offset: 7, Key: []byte("k"), Value: []byte("v"), Headers: []kgo.RecordHeader{
+		{Key: choreo.HeaderID, Value: []byte("id-1")},
+		{Key: choreo.HeaderRedriveCount, Value: []byte("2")},
+		{Key: choreo.HeaderReplayedFrom, Value: []byte("svc.dlq/0/3")},
+	}}
+	dl := dlq.New(failed, dlq.Failure{Err: errors.New("again"), Group: "svc"})
+	rec, err := dlq.NewWriter(nil, reg).Record(context.Background(), kafkatest.Name(t, "svc")+".dlq", dl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := dlq.Peek(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.RedriveCount != 2 || s.ReplayedFrom != "svc.dlq/0/3" || s.EventID != "id-1" || s.OriginalOffset != 7 {
+		t.Errorf("Peek of the dead letter = %+v; want redrive count 2 from svc.dlq/0/3, event id-1, original offset 7", s)
+	}
+	if n := dl.RedriveCount(); n != 2 {
+		t.Errorf("RedriveCount = %d; want 2", n)
 	}
 }

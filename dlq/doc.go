@@ -74,6 +74,12 @@
 //	                           copied from the original when it has them,
 //	                           so tools and traces see them. ce_type is the
 //	                           original event's type, not the envelope's.
+//	choreo-redrive-count, choreo-replayed-from
+//	                           copied too, for an original that was a
+//	                           redrive: how many redrives it had had, and
+//	                           the dead letter it was redriven from
+//
+// Peek reads these headers without a registry.
 //
 // Redact names headers (such as "authorization") whose values are replaced
 // by "[redacted]" in the envelope and in the copied headers.
@@ -91,15 +97,27 @@
 // duplicates only within one producer session, and a consumer that
 // restarts before committing dead-letters the record again anyway.
 // Readers should therefore treat dead letters with the same original
-// (topic, partition, offset) as one.
+// (topic, partition, offset) and the same choreo-redrive-count as one: a
+// redriven record that fails again is a new failure of the same original,
+// whose dead letter has a higher count.
 //
-// # Reading and replaying
+// # Reading and redriving
 //
 // Decode reads and checks a dead-letter record; anything that is not a
-// valid envelope fails with ErrInvalidEnvelope and never panics. Replay
-// rebuilds the original record for republishing, with a
-// choreo-replayed-from header naming the dead letter; the original ce_id
-// is kept, so services that handled the event already skip the replay as
-// a duplicate. View gives a JSON-ready picture of a dead letter, with the
-// original value decoded when the registry knows its schema.
+// valid envelope fails with ErrInvalidEnvelope and never panics. Peek
+// reads the readable headers only. View gives a JSON-ready picture of a
+// dead letter, with the original value decoded when the registry knows
+// its schema.
+//
+// Replay rebuilds the original record for the failing service's redrive
+// topic, RedriveTopic(group) = "<group>.redrive": the consumer runtime
+// reads it always and routes its records by their original topic, and no
+// other service reads it, so a redrive reaches only the service that
+// failed. The original ce_id is kept, so that service skips an event it
+// handled meanwhile. A choreo-redrive-count header counts the redrives
+// (the loop guard of `choreo dlq redrive`), and choreo-replayed-from names
+// the dead letter; a redrive that fails again is dead-lettered again with
+// both. ReplayTo rebuilds it for any topic, for a deliberate republish.
+// `choreo dlq redrive` records each redrive in a compacted topic,
+// RedriveLog(topic) = "<dlq topic>.redrives".
 package dlq

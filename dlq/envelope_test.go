@@ -341,22 +341,91 @@ func TestRecordRedacts(t *testing.T) {
 
 func TestReplay(t *testing.T) {
 	dl := sample()
-	dl.Original.Headers = append(dl.Original.Headers, dlq.Header{Key: choreo.HeaderReplayedFrom, Value: []byte("old.dlq/0/1")})
-	rec := dl.Replay(&kgo.Record{Topic: "grp.dlq", Partition: 2, Offset: 5})
-	if rec.Topic != "orders" || string(rec.Key) != "ord-1" || !bytes.Equal(rec.Value, dl.Original.Value) || !rec.Timestamp.IsZero() || rec.Partition != 0 {
-		t.Errorf("replay %+v", rec)
+	// An original that was a redrive already, with the retry state a
+	// retry topic gave it.
+	dl.Original.Headers = append(dl.Original.Headers,
+		dlq.Header{Key: choreo.HeaderReplayedFrom, Value: []byte("old.dlq/0/1")},
+		dlq.Header{Key: choreo.HeaderRedriveCount, Value: []byte("2")},
+		dlq.Header{Key: choreo.HeaderAttempt, Value: []byte("4")})
+	if n := dl.RedriveCount(); n != 2 {
+		t.Errorf("RedriveCount = %d; want 2", n)
 	}
-	if v, n := header(rec, choreo.HeaderReplayedFrom); n != 1 || v != "grp.dlq/2/5" {
-		t.Errorf("%s = %q (%d headers); want one, grp.dlq/2/5", choreo.HeaderReplayedFrom, v, n)
+	from := &kgo.Record{Topic: "grp.dlq", Partition: 2, Offset: 5}
+	rec := dl.Replay(from)
+	if rec.Topic != "grp.redrive" || string(rec.Key) != "ord-1" || !bytes.Equal(rec.Value, dl.Original.Value) || !rec.Timestamp.IsZero() || rec.Partition != 0 {
+		t.Errorf("replay %+v; want to grp.redrive, key ord-1, the original value, zero timestamp and partition", rec)
 	}
-	if len(rec.Headers) != len(dl.Original.Headers) {
-		t.Errorf("%d headers; want %d", len(rec.Headers), len(dl.Original.Headers))
+	want := []struct{ key, value string }{
+		{choreo.HeaderID, "id-1"}, {choreo.HeaderType, "choreo.dlqtest.OrderPlaced"}, {choreo.HeaderCorrelationID, "corr-1"}, {"x-null", ""},
+		{choreo.HeaderOriginalTopic, "orders"}, {choreo.HeaderOriginalPartition, "3"}, {choreo.HeaderOriginalOffset, "42"},
+		{choreo.HeaderRedriveCount, "3"}, {choreo.HeaderReplayedFrom, "grp.dlq/2/5"},
 	}
-	if rec.Headers[3].Key != "x-null" || rec.Headers[3].Value != nil {
-		t.Errorf("header 3 %s=%v; want x-null, nil", rec.Headers[3].Key, rec.Headers[3].Value)
+	if len(rec.Headers) != len(want) {
+		t.Fatalf("replay headers %v; want %v", rec.Headers, want)
+	}
+	for i, w := range want {
+		if h := rec.Headers[i]; h.Key != w.key || string(h.Value) != w.value {
+			t.Errorf("header %d %s=%q; want %s=%q", i, h.Key, h.Value, w.key, w.value)
+		}
+	}
+	if rec.Headers[3].Value != nil {
+		t.Errorf("header x-null = %v; want nil kept", rec.Headers[3].Value)
 	}
 	if _, n := header(dl.Replay(nil), choreo.HeaderReplayedFrom); n != 0 {
 		t.Errorf("Replay(nil) has %d %s headers; want none", n, choreo.HeaderReplayedFrom)
+	}
+
+	to := dl.ReplayTo("orders", from)
+	if to.Topic != "orders" || len(to.Headers) != 6 {
+		t.Fatalf("ReplayTo = %s with headers %v; want orders, the 4 original headers and 2", to.Topic, to.Headers)
+	}
+	if v, n := header(to, choreo.HeaderRedriveCount); n != 1 || v != "3" {
+		t.Errorf("ReplayTo %s = %q (%d); want one, 3", choreo.HeaderRedriveCount, v, n)
+	}
+
+	fresh := sample()
+	if n := fresh.RedriveCount(); n != 0 {
+		t.Errorf("RedriveCount of a first failure = %d; want 0", n)
+	}
+	if v, _ := header(fresh.Replay(from), choreo.HeaderRedriveCount); v != "1" {
+		t.Errorf("first redrive %s = %q; want 1", choreo.HeaderRedriveCount, v)
+	}
+	fresh.Original.Headers = append(fresh.Original.Headers, dlq.Header{Key: choreo.HeaderRedriveCount, Value: []byte("x")})
+	if n := fresh.RedriveCount(); n != 0 {
+		t.Errorf("RedriveCount with a bad header = %d; want 0", n)
+	}
+}
+
+func TestPeek(t *testing.T) {
+	h := func(k, v string) kgo.RecordHeader { return kgo.RecordHeader{Key: k, Value: []byte(v)} }
+	rec := &kgo.Record{Topic: "grp.dlq", Partition: 1, Offset: 9, Headers: []kgo.RecordHeader{
+		h(choreo.HeaderOriginalTopic, "orders"), h(choreo.HeaderOriginalPartition, "3"), h(choreo.HeaderOriginalOffset, "42"),
+		h(choreo.HeaderErrorKind, "permanent"), h(choreo.HeaderErrorMessage, "boom"), h(choreo.HeaderAttempt, "2"),
+		h(choreo.HeaderID, "id-1"), h(choreo.HeaderType, "T"), h(choreo.HeaderCorrelationID, "c-1"),
+		h(choreo.HeaderRedriveCount, "1"), h(choreo.HeaderReplayedFrom, "grp.dlq/0/4"),
+	}}
+	s, err := dlq.Peek(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := dlq.Summary{OriginalTopic: "orders", OriginalPartition: 3, OriginalOffset: 42, Kind: choreo.KindPermanent, Message: "boom",
+		Attempts: 2, EventID: "id-1", EventType: "T", CorrelationID: "c-1", RedriveCount: 1, ReplayedFrom: "grp.dlq/0/4"}
+	if s != want {
+		t.Errorf("Peek = %+v; want %+v", s, want)
+	}
+	for name, hs := range map[string][]kgo.RecordHeader{
+		"no headers":         nil,
+		"no original offset": {h(choreo.HeaderOriginalTopic, "orders"), h(choreo.HeaderOriginalPartition, "3")},
+		"bad partition":      {h(choreo.HeaderOriginalTopic, "orders"), h(choreo.HeaderOriginalPartition, "x"), h(choreo.HeaderOriginalOffset, "1")},
+		"negative offset":    {h(choreo.HeaderOriginalTopic, "orders"), h(choreo.HeaderOriginalPartition, "0"), h(choreo.HeaderOriginalOffset, "-1")},
+		"bad attempts":       {h(choreo.HeaderOriginalTopic, "o"), h(choreo.HeaderOriginalPartition, "0"), h(choreo.HeaderOriginalOffset, "1"), h(choreo.HeaderAttempt, "two")},
+	} {
+		if _, err := dlq.Peek(&kgo.Record{Headers: hs}); !errors.Is(err, dlq.ErrInvalidEnvelope) {
+			t.Errorf("%s: Peek = %v; want ErrInvalidEnvelope", name, err)
+		}
+	}
+	if _, err := dlq.Peek(nil); !errors.Is(err, dlq.ErrInvalidEnvelope) {
+		t.Errorf("Peek(nil) = %v; want ErrInvalidEnvelope", err)
 	}
 }
 

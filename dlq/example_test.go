@@ -19,7 +19,7 @@ import (
 )
 
 // A service dead-letters a record it cannot handle, and an operator reads
-// the dead letter back and replays it.
+// the dead letter back and redrives it to that service.
 func ExampleWriter() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -31,7 +31,7 @@ func ExampleWriter() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders", topic))
+	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders", topic, dlq.RedriveTopic(group)))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -93,15 +93,16 @@ func ExampleWriter() {
 		fmt.Printf("  %s: %s\n", h.Key, h.Value)
 	}
 
-	// Once the cause is fixed, the record goes back to its topic.
+	// Once the cause is fixed, the record goes back to the service that
+	// failed, through its redrive topic, which no other service reads.
 	replay := back.Replay(rec)
 	if err := cl.ProduceSync(ctx, replay).FirstErr(); err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("replayed to", replay.Topic, "from", string(replay.Headers[len(replay.Headers)-1].Value))
+	fmt.Println("redriven to", replay.Topic, "from", string(replay.Headers[len(replay.Headers)-1].Value))
 	// Output:
 	// orders/0/41 failed in payment: permanent: value is not Avro (permanent)
 	//   ce_id: 0190d6e2-6a5c-7c3e-9f1a-3b2c1d0e9f8a
 	//   authorization: [redacted]
-	// replayed to orders from payment-service.dlq/0/0
+	// redriven to payment-service.redrive from payment-service.dlq/0/0
 }

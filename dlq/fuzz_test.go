@@ -52,7 +52,10 @@ func FuzzDecode(f *testing.F) {
 		if _, err := json.Marshal(dl.View(ctx, codec)); err != nil {
 			t.Fatalf("view does not encode to JSON: %v", err)
 		}
-		if r := dl.Replay(from); r.Topic != dl.Original.Topic {
+		if r := dl.Replay(from); r.Topic != dlq.RedriveTopic(dl.Group) {
+			t.Fatalf("replay to %q; want %q", r.Topic, dlq.RedriveTopic(dl.Group))
+		}
+		if r := dl.ReplayTo(dl.Original.Topic, from); r.Topic != dl.Original.Topic {
 			t.Fatalf("replay to %q; want %q", r.Topic, dl.Original.Topic)
 		}
 	})

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -80,35 +81,85 @@ func Decode(ctx context.Context, codec *schema.Codec, rec *kgo.Record) (*DeadLet
 	return &dl, nil
 }
 
-// Replay returns the original record, rebuilt for republishing to its
-// original topic: its topic, key, value and headers, and a
-// choreo-replayed-from header naming the dead letter, "<dlq
-// topic>/<partition>/<offset>" from the coordinates of from, the record
-// the dead letter was decoded from (with a nil from, no such header).
-// A choreo-replayed-from header of an earlier replay is replaced.
+// Replay returns the record that redrives dl to the service that failed:
+// a record for that service's redrive topic, RedriveTopic(dl.Group), which
+// the consumer runtime creates and reads beside its retry topics and which
+// no other service reads. Republishing to the original topic instead would
+// reach every service reading it, protected only by their idempotency
+// stores (an in-memory store forgets on restart and at its cap).
 //
-// The partition is left to the partitioner, which puts the record with
-// the other records of its key; the timestamp is left zero (the time of
-// the replay), so that a topic's retention does not delete the replay at
-// once. The ce_id header is kept, so services that handled the event
-// already skip it as a duplicate: republishing to a topic other services
-// read is safe. Redacted header values stay redacted, and a dead letter
-// whose original was cut to fit its topic (Original.Truncated) gives the
-// cut record: do not replay it.
+// The record has the original key and value, and the original headers
+// without their choreo- ones (the toolkit's state of an earlier delivery),
+// so the ce_id is kept: if the service handled the event meanwhile, its
+// idempotency store skips it. Beside them:
+//
+//	choreo-original-topic, -partition, -offset
+//	                       the original coordinates: the consumer routes
+//	                       the record by its original topic, like a
+//	                       record from a retry topic, and a new dead
+//	                       letter names the same original
+//	choreo-redrive-count   RedriveCount() + 1: the loop guard
+//	choreo-replayed-from   "<dlq topic>/<partition>/<offset>" of from, the
+//	                       record dl was decoded from (none for a nil from)
+//
+// It has no choreo-attempt: the consumer counts attempts from 1 again (a
+// redrive is a new round, after a fix), and handles it at once (there is
+// no choreo-not-before). A failure follows the normal path: retries in
+// process, the retry topics, then a new dead letter that keeps the
+// choreo-redrive-count and choreo-replayed-from headers, so it links the
+// earlier one.
+//
+// The partition is left to the partitioner (records of a key stay
+// together and in order), the timestamp zero (the time of the redrive, so
+// that a topic's retention does not delete it at once). Redacted header
+// values stay redacted, and a dead letter whose original was cut to fit
+// its topic (Original.Truncated) gives the cut record: do not redrive it.
+// dl.Group must not be empty.
 func (dl *DeadLetter) Replay(from *kgo.Record) *kgo.Record {
+	rec := dl.rebuild(RedriveTopic(dl.Group), from, 3)
+	o := dl.Original
+	rec.Headers = append(rec.Headers,
+		kgo.RecordHeader{Key: choreo.HeaderOriginalTopic, Value: []byte(o.Topic)},
+		kgo.RecordHeader{Key: choreo.HeaderOriginalPartition, Value: strconv.AppendInt(nil, int64(o.Partition), 10)},
+		kgo.RecordHeader{Key: choreo.HeaderOriginalOffset, Value: strconv.AppendInt(nil, o.Offset, 10)},
+	)
+	return dl.addLineage(rec, from)
+}
+
+// ReplayTo returns the original record rebuilt for republishing to topic,
+// for a deliberate republish (to the original topic, say, for every
+// service reading it): the original key, value and headers without their
+// choreo- ones, a choreo-redrive-count header (RedriveCount() + 1) and,
+// for a non-nil from, a choreo-replayed-from header naming the dead
+// letter. Everything else is as for Replay; prefer Replay, which reaches
+// only the service that failed.
+func (dl *DeadLetter) ReplayTo(topic string, from *kgo.Record) *kgo.Record {
+	return dl.addLineage(dl.rebuild(topic, from, 0), from)
+}
+
+// rebuild returns the original record for topic, with room for extra more
+// headers beside the lineage ones.
+func (dl *DeadLetter) rebuild(topic string, from *kgo.Record, extra int) *kgo.Record {
 	o := dl.Original
 	rec := &kgo.Record{
-		Topic:   o.Topic,
+		Topic:   topic,
 		Key:     o.Key,
 		Value:   o.Value,
-		Headers: make([]kgo.RecordHeader, 0, len(o.Headers)+1),
+		Headers: make([]kgo.RecordHeader, 0, len(o.Headers)+extra+2),
 	}
 	for _, h := range o.Headers {
-		if h.Key == choreo.HeaderReplayedFrom {
+		if strings.HasPrefix(h.Key, toolkitPrefix) {
 			continue
 		}
 		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: h.Key, Value: h.Value})
 	}
+	return rec
+}
+
+// addLineage appends the choreo-redrive-count and choreo-replayed-from
+// headers to rec.
+func (dl *DeadLetter) addLineage(rec *kgo.Record, from *kgo.Record) *kgo.Record {
+	rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: choreo.HeaderRedriveCount, Value: strconv.AppendInt(nil, int64(dl.RedriveCount())+1, 10)})
 	if from != nil {
 		rec.Headers = append(rec.Headers, kgo.RecordHeader{
 			Key:   choreo.HeaderReplayedFrom,
@@ -116,6 +167,26 @@ func (dl *DeadLetter) Replay(from *kgo.Record) *kgo.Record {
 		})
 	}
 	return rec
+}
+
+// toolkitPrefix starts the names of choreo's own headers.
+const toolkitPrefix = "choreo-"
+
+// RedriveCount returns how many times the original record had been
+// redriven when it failed as dl says: the value of its last
+// choreo-redrive-count header, 0 without one (or with one that is not a
+// number that is not negative).
+func (dl *DeadLetter) RedriveCount() int {
+	for i := len(dl.Original.Headers) - 1; i >= 0; i-- {
+		if h := dl.Original.Headers[i]; h.Key == choreo.HeaderRedriveCount {
+			n, err := strconv.Atoi(string(h.Value))
+			if err != nil || n < 0 {
+				return 0
+			}
+			return n
+		}
+	}
+	return 0
 }
 
 // Bytes is a byte string that encodes to JSON readably: as a JSON string

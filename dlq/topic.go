@@ -64,3 +64,25 @@ func checkTopic(name string) error {
 	}
 	return nil
 }
+
+// RedriveSuffix ends the name of every redrive topic: RedriveTopic(group)
+// is group + RedriveSuffix.
+const RedriveSuffix = ".redrive"
+
+// RedriveTopic returns the redrive topic of a consumer group:
+// "<group>.redrive". A consumer (package consumer) creates it beside its
+// dead-letter and retry topics and always reads it: it is the way back in
+// for the service's dead letters (see DeadLetter.Replay). Only that
+// service reads it, so a redrive reaches the service that failed and no
+// other one. Like Topic, it does not check the name.
+func RedriveTopic(group string) string { return group + RedriveSuffix }
+
+// RedriveLogSuffix ends the name of the topic that records the redrives of
+// a dead-letter topic: RedriveLog(topic) is topic + RedriveLogSuffix.
+const RedriveLogSuffix = ".redrives"
+
+// RedriveLog returns the topic in which `choreo dlq redrive` records what
+// it redrove from the dead-letter topic dlqTopic: "<dlq topic>.redrives",
+// e.g. "payment-service.dlq.redrives". It is a compacted topic keyed by the
+// dead letter's "<partition>:<offset>", one JSON value per redrive.
+func RedriveLog(dlqTopic string) string { return dlqTopic + RedriveLogSuffix }

@@ -408,13 +408,17 @@ func (w *Writer) applyRedaction(dl *DeadLetter) {
 }
 
 // copiedHeaders are the headers of the original record written beside the
-// envelope, so that tools and traces see them on the dead letter.
+// envelope, so that tools and traces see them on the dead letter: the
+// event's identity, its trace, and the redrive lineage of a redriven
+// record that failed again.
 var copiedHeaders = []string{
 	choreo.HeaderID,
 	choreo.HeaderType,
 	choreo.HeaderCorrelationID,
 	choreo.HeaderTraceParent,
 	choreo.HeaderTraceState,
+	choreo.HeaderRedriveCount,
+	choreo.HeaderReplayedFrom,
 }
 
 // readableHeaders returns the headers of the dead-letter record.
