@@ -1711,6 +1711,7 @@ func checkRules(c *Code, f *Files) []error {
 		{"choreo_consumer_events_total{outcome}", "handler error rate (events by outcome)"},
 		{"kube_deployment_status_replicas_unavailable", "a consumer not ready"},
 		{"choreo_consumer_stuck_writes", "stuck dead-letter writes"},
+		{"choreo_consumer_circuit_state", "a circuit breaker open"},
 	} {
 		if !uses[need.use] {
 			errs = append(errs, errorf("no alert on %s (%s)", need.what, need.use))

@@ -125,7 +125,7 @@ var Outcomes = []tracing.Outcome{tracing.OutcomeHandled, tracing.OutcomeDuplicat
 
 // ScrapeMetrics records every instrument of tracing.Metrics once (every
 // consumer outcome, both publish outcomes, a dead letter, a stuck write,
-// lag) on a meter provider read by tracing.PrometheusHandler, scrapes the
+// lag, a circuit breaker's state) on a meter provider read by tracing.PrometheusHandler, scrapes the
 // handler and returns the families it served: the names and labels
 // dashboards and alerts can use.
 func ScrapeMetrics() (Metrics, error) {
@@ -148,6 +148,7 @@ func ScrapeMetrics() (Metrics, error) {
 	c.InFlight(ctx, 1)
 	c.DeadLetter(ctx, choreo.KindPanic)
 	c.StuckWrite(ctx, 1)
+	m.Circuit(ctx, "g", "t", "shop.orders.OrderPlaced", tracing.CircuitOpen)
 	m.Published(ctx, "t", time.Millisecond, nil)
 	m.Published(ctx, "t", time.Millisecond, errors.New("refused"))
 	reg, err := m.RegisterLag("g", func() []tracing.Lag { return []tracing.Lag{{Topic: "t", Partition: 0, Lag: 1}} })
@@ -181,7 +182,7 @@ func ScrapeMetrics() (Metrics, error) {
 	}
 	// Every instrument tracing names must have been served.
 	for _, name := range []string{tracing.MetricConsumerEvents, tracing.MetricHandlerDuration, tracing.MetricInFlight, tracing.MetricLag,
-		tracing.MetricPublishes, tracing.MetricPublishDuration, tracing.MetricDeadLetters, tracing.MetricStuckWrites} {
+		tracing.MetricPublishes, tracing.MetricPublishDuration, tracing.MetricDeadLetters, tracing.MetricStuckWrites, tracing.MetricCircuitState} {
 		prefix := strings.ReplaceAll(name, ".", "_")
 		found := false
 		for served := range out {
