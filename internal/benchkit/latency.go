@@ -23,15 +23,17 @@ const latencyWarmup = 20
 
 // latency measures a two-hop choreography at a fixed rate: an event is
 // published to topic a; the first service handles it and publishes it on
-// to topic b; the second handles that. The latency of an event runs from
-// the time it was due to be published (so that a publisher falling behind
-// counts against the run) to the end of the second handler.
+// to topic b; the second handles that. The publisher is open-loop: each
+// event is sent when it is due, on a goroutine of its own, with a
+// synchronous publish. The latency of an event runs from the time it was
+// due (so that a publisher falling behind counts against the run) to the
+// end of the second handler.
 //
 //   - latency/raw: kgo ProduceSync to publish; two kgo group poll loops, the
-//     first decoding each value, encoding it again and ProduceSync-ing it
-//     to b, the second decoding it;
+//     first decoding each record, encoding it again and sending the poll's
+//     records on with one ProduceSync, the second decoding each record;
 //   - latency/choreo: Publish; two choreo consumers with default options,
-//     the first publishing with Publish from its handler.
+//     the first calling Publish from its handler.
 //
 // Each round publishes at most two seconds' worth of events at cfg.Rate,
 // on fresh topics with cfg.Partitions partitions.
@@ -123,9 +125,16 @@ func (lr *latencyRun) received(key string) {
 	}
 }
 
-// publish sends the warm-up events, waits for them to arrive, then sends
-// the measured events at the run's rate and waits for them all; send
-// publishes one event.
+// latencyOutstanding bounds the publishes under way at once: the
+// publisher is open-loop (each event is sent when due, whether or not the
+// ones before it are acknowledged), so a slow broker shows as latency,
+// not as a lower rate.
+const latencyOutstanding = 256
+
+// publish sends the warm-up events one by one, waits for them to arrive,
+// then sends the measured events at the run's rate, each on a goroutine of
+// its own, and waits for them all to arrive; send publishes one event and
+// waits for its acknowledgement.
 func (lr *latencyRun) publish(ctx context.Context, send func(ctx context.Context, key string, i int) error) error {
 	for i := range latencyWarmup {
 		if err := send(ctx, warmKey(i), i); err != nil {
@@ -137,6 +146,12 @@ func (lr *latencyRun) publish(ctx context.Context, send func(ctx context.Context
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	var (
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, latencyOutstanding)
+		failed = make(chan error, 1)
+	)
+	defer wg.Wait()
 	lr.start = time.Now()
 	for i := range lr.n {
 		due := lr.start.Add(time.Duration(i) * lr.interval)
@@ -144,13 +159,30 @@ func (lr *latencyRun) publish(ctx context.Context, send func(ctx context.Context
 			time.Sleep(d)
 		}
 		lr.due[i].Store(due.UnixNano())
-		if err := send(ctx, eventKey(i), i); err != nil {
-			return fmt.Errorf("publish: %w", err)
+		select {
+		case sem <- struct{}{}:
+		case err := <-failed:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
 		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := send(ctx, eventKey(i), i); err != nil {
+				select {
+				case failed <- fmt.Errorf("publish: %w", err):
+				default:
+				}
+			}
+		}()
 	}
 	select {
 	case <-lr.all:
 		return nil
+	case err := <-failed:
+		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -256,7 +288,9 @@ func (r *runner) latencyRaw(ctx context.Context, a, b string, lr *latencyRun) er
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
-	loop := func(group, topic string, each func(ctx context.Context, rec *kgo.Record, ev *OrderPlaced) error) error {
+	// loop runs a group poll loop on topic that hands each poll's records
+	// to each.
+	loop := func(group, topic string, each func(ctx context.Context, recs []*kgo.Record) error) error {
 		opts, err := r.rawConsumerOpts(group, topic)
 		if err != nil {
 			return err
@@ -280,21 +314,15 @@ func (r *runner) latencyRaw(ctx context.Context, a, b string, lr *latencyRun) er
 					errs <- err
 					return
 				}
-				for it := fs.RecordIter(); !it.Done(); {
-					rec := it.Next()
-					var ev OrderPlaced
-					if _, err := codec.Decode(ctx, rec.Value, orderPlacedSchema, &ev); err != nil {
-						errs <- fmt.Errorf("decode: %w", err)
-						return
+				var batch []*kgo.Record
+				fs.EachRecord(func(rec *kgo.Record) { batch = append(batch, rec) })
+				if err := each(ctx, batch); err != nil {
+					if ctx.Err() == nil {
+						errs <- err
+					} else {
+						errs <- nil
 					}
-					if err := each(ctx, rec, &ev); err != nil {
-						if ctx.Err() == nil {
-							errs <- err
-						} else {
-							errs <- nil
-						}
-						return
-					}
+					return
 				}
 				if time.Since(lastCommit) >= time.Second {
 					if err := cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
@@ -307,20 +335,39 @@ func (r *runner) latencyRaw(ctx context.Context, a, b string, lr *latencyRun) er
 		}()
 		return nil
 	}
-	err = loop(a+".svc", a, func(ctx context.Context, rec *kgo.Record, ev *OrderPlaced) error {
-		v, err := codec.Encode(tpl.schemaID, orderPlacedSchema, ev)
-		if err != nil {
-			return fmt.Errorf("encode: %w", err)
+	// Hop 1 decodes each record, encodes it again and sends the poll's
+	// records to b at once, waiting for them (ProduceSync does not linger)
+	// before the next poll.
+	err = loop(a+".svc", a, func(ctx context.Context, recs []*kgo.Record) error {
+		outs := make([]*kgo.Record, 0, len(recs))
+		for _, rec := range recs {
+			var ev OrderPlaced
+			if _, err := codec.Decode(ctx, rec.Value, orderPlacedSchema, &ev); err != nil {
+				return fmt.Errorf("decode: %w", err)
+			}
+			v, err := codec.Encode(tpl.schemaID, orderPlacedSchema, &ev)
+			if err != nil {
+				return fmt.Errorf("encode: %w", err)
+			}
+			outs = append(outs, &kgo.Record{Topic: b, Key: rec.Key, Value: v, Headers: rec.Headers})
 		}
-		out := &kgo.Record{Topic: b, Key: rec.Key, Value: v, Headers: rec.Headers}
-		if err := pub.ProduceSync(ctx, out).FirstErr(); err != nil {
+		if len(outs) == 0 {
+			return nil
+		}
+		if err := pub.ProduceSync(ctx, outs...).FirstErr(); err != nil {
 			return fmt.Errorf("produce: %w", err)
 		}
 		return nil
 	})
-	if err == nil {
-		err = loop(b+".svc", b, func(_ context.Context, rec *kgo.Record, _ *OrderPlaced) error {
-			lr.received(string(rec.Key))
+	if err == nil { // hop 2 decodes each record and notes its arrival
+		err = loop(b+".svc", b, func(ctx context.Context, recs []*kgo.Record) error {
+			for _, rec := range recs {
+				var ev OrderPlaced
+				if _, err := codec.Decode(ctx, rec.Value, orderPlacedSchema, &ev); err != nil {
+					return fmt.Errorf("decode: %w", err)
+				}
+				lr.received(string(rec.Key))
+			}
 			return nil
 		})
 	}

@@ -298,8 +298,8 @@ var errStalled = errors.New("no progress")
 // step runs fn as a step named name of total events: it samples the heap
 // meanwhile, reports progress, gives up after StallTimeout without an
 // event counted, and adds the measurement to se (if not nil).
-func (r *runner) step(ctx context.Context, se *series, name string, total int, fn stepFunc) (measurement, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
+func (r *runner) step(parent context.Context, se *series, name string, total int, fn stepFunc) (measurement, error) {
+	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	var count atomic.Int64
 	r.progress.Start(name, int64(total))
@@ -335,7 +335,11 @@ func (r *runner) step(ctx context.Context, se *series, name string, total int, f
 		err = cause
 	}
 	if err != nil {
-		r.progress.Finish(fmt.Sprintf("%s: failed: %v", name, err))
+		if parent.Err() != nil {
+			r.progress.Finish(name + ": interrupted")
+		} else {
+			r.progress.Finish(fmt.Sprintf("%s: failed: %v", name, err))
+		}
 		return m, err
 	}
 	r.progress.Update(count.Load())
