@@ -22,9 +22,19 @@ import (
 // After CoolDown it lets Probes attempts through (half-open): if they
 // succeed it closes and consumption resumes; if one fails it opens again.
 //
-// Permanent errors (decode and schema errors, choreo.Permanent, panics),
-// duplicates and records of other routes are not counted: a poison record
-// never opens a breaker.
+// Only attempts at records of the source topic, and probes, are counted.
+// Permanent errors (decode and schema errors, choreo.Permanent, panics)
+// and duplicates are not, so a poison record never opens a breaker; nor
+// are failures of records from retry topics, which failed before and
+// say more about themselves than about a dependency (they still wait
+// while the breaker is open).
+//
+// A probe is a real attempt. A probe that fails waits for the next
+// cool-down like the rest, at the back of the line; a record that has
+// failed as the probe as many times as the retry policy's MaxAttempts
+// goes on as without a breaker (to a retry topic or the dead-letter
+// topic), so that records that fail on their own cannot hold a route
+// forever.
 //
 // A zero field takes its default; a negative ConsecutiveFailures or
 // FailureRatio turns that rule off.
@@ -238,7 +248,8 @@ func (b *breaker) allow(d *delivery) bool {
 	b.cause = nil
 	if err == nil {
 		d.settle = done
-		if tracing.CircuitState(b.state.Load()) == tracing.CircuitHalfOpen {
+		d.probe = tracing.CircuitState(b.state.Load()) == tracing.CircuitHalfOpen
+		if d.probe {
 			tracing.RecordCircuit(d.ctx, "half-open", "half-open") // this record is the probe
 		}
 	}
@@ -250,11 +261,15 @@ func (b *breaker) allow(d *delivery) bool {
 }
 
 // settle reports the result of d's attempt (nil, errFailure or errNeutral)
-// and whether the breaker is closed after it. A nil breaker is always
-// closed.
+// and whether the breaker is closed after it. A failure of a record from a
+// retry topic counts only when it was the probe (see Breaker). A nil
+// breaker is always closed.
 func (b *breaker) settle(d *delivery, result error) (closed bool) {
 	if b == nil {
 		return true
+	}
+	if result == errFailure && d.origin != nil && !d.probe {
+		result = errNeutral
 	}
 	b.mu.Lock()
 	if done := d.settle; done != nil {

@@ -310,3 +310,39 @@ func TestCircuitBreakerSettingsChecked(t *testing.T) {
 		t.Errorf("default window with a long handler timeout: %v; want it to follow the timeout", err)
 	}
 }
+
+// TestCircuitBreakerLetsFailingRecordsGo: when every record fails on its
+// own (a bad deploy, not an outage), the breaker opens, but no record is
+// held for ever: one that failed as the probe MaxAttempts times goes on
+// as without a breaker, here to the dead-letter topic.
+func TestCircuitBreakerLetsFailingRecordsGo(t *testing.T) {
+	h := newHarness(t, 2)
+	group := kafkatest.Group(t)
+	c := h.consumer(group, consumer.CircuitBreaker(consumer.Breaker{ConsecutiveFailures: 3, CoolDown: 50 * time.Millisecond}),
+		consumer.BlockingRetries(), consumer.Retry(consumer.RetryPolicy{MaxAttempts: 2, InitialInterval: time.Millisecond, Multiplier: 1}))
+	consumer.Handle(c, h.topic, behaviour)
+	const n = 12
+	for i := range n {
+		if _, err := h.prod.Publish(context.Background(), h.topic, fmt.Sprintf("k%d", i), order("fail", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := running(t, c)
+	eventually(t, 60*time.Second, "every record dead-lettered", func() bool { return c.Stats().DeadLettered == n })
+	s := c.Stats()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if s.CircuitWaits == 0 {
+		t.Error("the breaker never held a record; want it open for a route whose every record fails")
+	}
+	dls := h.readDeadLetters(t, dlq.Topic(group), n, 5*time.Second)
+	if len(dls) != n {
+		t.Fatalf("%d dead letters; want %d", len(dls), n)
+	}
+	for _, dl := range dls {
+		if dl.Error.Kind != choreo.KindRetriesExhausted {
+			t.Errorf("dead letter of offset %d: kind %s; want %s", dl.Original.Offset, dl.Error.Kind, choreo.KindRetriesExhausted)
+		}
+	}
+}
