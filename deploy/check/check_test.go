@@ -75,7 +75,13 @@ func TestCodeFacts(t *testing.T) {
 	if !c.CLI.Commands["dev"] || !c.CLI.Flags["brokers"] || !c.CLI.Flags["registry"] {
 		t.Errorf("cmd/choreo: commands %v, flags %v; want dev, --brokers, --registry among them", c.CLI.Commands, c.CLI.Flags)
 	}
+	if !c.FromContract && (c.PaymentLimitCents <= 0 || c.MaxAmountCents <= 0 || c.EventsPartitions <= 0) {
+		t.Errorf("payment limit %d, maximum amount %d, partitions %d: read nothing from examples/", c.PaymentLimitCents, c.MaxAmountCents, c.EventsPartitions)
+	}
 	for _, s := range c.Services {
+		if !c.FromContract && (len(s.Routes) == 0 || len(s.JSONTags) == 0) && s.Dir == "orders" {
+			t.Errorf("examples/orders: routes %v, JSON tags %v: read nothing", s.Routes, s.JSONTags)
+		}
 		if s.Group == "" || s.Port == 0 || len(s.Own) == 0 {
 			t.Errorf("examples/%s: %+v: group, port or own topics missing", s.Dir, s)
 		}
@@ -317,6 +323,8 @@ func TestChecksCatchBrokenValues(t *testing.T) {
 				s.Command = types.ShellCommand{strings.Replace(strings.Join(s.Command, " "), "8080/orders", "8080/order", 1)}
 			})
 		}},
+		{"payment limit raised", "compose: the order generator", "no order is declined", func(c *Code, f *Files) { c.PaymentLimitCents = 1 << 40 }},
+		{"orders service takes less", "compose: the order generator", "maximum", func(c *Code, f *Files) { c.MaxAmountCents = 100 }},
 		{"orders service changed its request", "compose: the order generator", "no request type", func(c *Code, f *Files) {
 			s := serviceNamed(c, "orders")
 			s.JSONTags = map[string][]string{"x.PlaceRequest": {"customer", "amount"}}

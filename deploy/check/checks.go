@@ -614,6 +614,25 @@ func checkComposeGenerator(c *Code, f *Files) []error {
 	if d, ok := s.DependsOn["orders"]; !ok || d.Condition != types.ServiceConditionHealthy {
 		errs = append(errs, errors.New("order-generator does not wait for orders to be healthy"))
 	}
+	// Amounts: some over the payment limit (declined, as in choreo demo),
+	// none over what the orders service takes.
+	limit := c.PaymentLimitCents
+	if ps, ok := composeService(f, "payments"); ok {
+		if v, ok := envValue(ps, "PAYMENT_LIMIT_CENTS"); ok {
+			limit, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	var most int64
+	for _, a := range regexp.MustCompile(`amount=\$*\(*(\d+)`).FindAllStringSubmatch(script, -1) {
+		n, _ := strconv.ParseInt(a[1], 10, 64)
+		most = max(most, n)
+		if c.MaxAmountCents > 0 && n > c.MaxAmountCents {
+			errs = append(errs, errorf("order-generator: amount %d over the orders service's maximum %d", n, c.MaxAmountCents))
+		}
+	}
+	if limit > 0 && most <= limit {
+		errs = append(errs, errorf("order-generator: no amount over the payment limit %d: no order is declined", limit))
+	}
 	return errs
 }
 

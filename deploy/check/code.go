@@ -79,6 +79,10 @@ type Code struct {
 	// EventsPartitions is the constant Partitions of examples/events: the
 	// partitions the services give the topics they create (0 if none).
 	EventsPartitions int
+	// PaymentLimitCents is paymentsvc.DefaultLimitCents (amounts above are
+	// declined) and MaxAmountCents ordersvc.MaxAmountCents (larger orders
+	// are refused); 0 when the code has no such constant.
+	PaymentLimitCents, MaxAmountCents int64
 }
 
 // Service returns the service in dir, or nil.
@@ -174,6 +178,12 @@ func LoadCode(root string) (*Code, error) {
 		c.Services = services
 	}
 	if c.EventsPartitions, err = eventsPartitions(root); err != nil {
+		errs = append(errs, err)
+	}
+	if c.PaymentLimitCents, err = intConst(root, "examples/payments/paymentsvc", "DefaultLimitCents"); err != nil {
+		errs = append(errs, err)
+	}
+	if c.MaxAmountCents, err = intConst(root, "examples/orders/ordersvc", "MaxAmountCents"); err != nil {
 		errs = append(errs, err)
 	}
 	if c.ShutdownTimeout, err = consumerDefault(root, "shutdownTimeout"); err != nil {
@@ -615,6 +625,25 @@ func eventsPartitions(root string) (int, error) {
 		return 0, fmt.Errorf("examples/events: Partitions is not an integer literal")
 	}
 	return strconv.Atoi(lit.Value)
+}
+
+// intConst reads an integer constant of a package of the module; 0 when
+// the package or the constant does not exist.
+func intConst(root, pkgDir, name string) (int64, error) {
+	idx := &goIndex{root: root, fset: token.NewFileSet(), pkgs: map[string]*goPkg{}}
+	pkg, err := idx.load(modulePath + "/" + pkgDir)
+	if err != nil || pkg == nil {
+		return 0, err
+	}
+	e, ok := pkg.consts[name]
+	if !ok {
+		return 0, nil
+	}
+	lit, ok := e.(*ast.BasicLit)
+	if !ok || lit.Kind != token.INT {
+		return 0, fmt.Errorf("%s: %s is not an integer literal", pkgDir, name)
+	}
+	return strconv.ParseInt(lit.Value, 0, 64)
 }
 
 // ---- consumer defaults ----
