@@ -6,6 +6,11 @@
 //
 //	choreo dev [--listen ADDR] [--registry-listen ADDR] [--data-dir DIR] [--partitions N]
 //	choreo bench [--scenario produce|consume|slow|latency|all] [--events N] [--size BYTES] [--partitions P] [--rounds R] [--rate N] [-o table|json|jsonl]
+//	choreo dlq list    SERVICE [filters] [--limit N] [--follow] [-o table|json|jsonl]
+//	choreo dlq show    SERVICE PARTITION:OFFSET [-o table|json|jsonl]
+//	choreo dlq stats   SERVICE [filters] [--by hour|day] [-o table|json|jsonl]
+//	choreo dlq redrive SERVICE [PARTITION:OFFSET ...] [filters] [--dry-run] [--rate N/s] [--yes] [--again] [--max-redrives N] [--to TOPIC]
+//	        filters: --kind K --type T --key K --correlation-id ID --since T --until T --grep RE; --topic T for another topic
 //	choreo schema check    --subject SUBJECT [--registry URL] FILE.avsc
 //	choreo schema register --subject SUBJECT [--registry URL] FILE.avsc
 //	choreo completion bash|zsh|fish|powershell

@@ -47,6 +47,7 @@ Exit status: 0 success, 1 failure, 2 usage error.`,
 	root.AddCommand(
 		newBenchCmd(),
 		newDevCmd(),
+		newDLQCmd(),
 		newSchemaCmd(),
 	)
 	return root
