@@ -108,7 +108,8 @@ func (c *produceCounter) done(err error) {
 
 func (c *produceCounter) err(total int) error {
 	if n := c.failed.Load(); n > 0 {
-		return fmt.Errorf("%d of %d records failed; first: %v", n, total, c.first.Load())
+		first, _ := c.first.Load().(error)
+		return fmt.Errorf("%d of %d records failed; first: %w", n, total, first)
 	}
 	return nil
 }
