@@ -359,37 +359,56 @@ func (p *Producer) record(ctx context.Context, topic, key string, ev schema.Even
 		md.CorrelationID = md.ID
 	}
 
-	rec := &kgo.Record{Topic: topic, Value: value}
-	if key != "" {
-		rec.Key = []byte(key)
-	}
-	// The header values share one buffer: one allocation, not eight.
-	ts := md.Time.Format(time.RFC3339Nano)
+	// The record, its headers and the bytes of the key and the header
+	// values share one allocation.
+	box := new(recordBox)
+	rec := &box.rec
+	rec.Topic, rec.Value = topic, value
+	rec.Headers = box.hdrs[:0]
 	vals := [...]struct{ k, v string }{
 		{choreo.HeaderSpecVersion, choreo.SpecVersion},
 		{choreo.HeaderID, md.ID},
 		{choreo.HeaderType, md.Type},
 		{choreo.HeaderSource, md.Source},
-		{choreo.HeaderTime, ts},
+		{choreo.HeaderTime, ""}, // appended from md.Time below
 		{choreo.HeaderCorrelationID, md.CorrelationID},
 		{choreo.HeaderCausationID, md.CausationID},
 		{choreo.HeaderContentType, choreo.ContentTypeAvro},
 	}
-	size := 0
+	size := len(key) + len(time.RFC3339Nano) + 5
 	for _, kv := range vals {
 		size += len(kv.v)
 	}
-	buf := make([]byte, 0, size)
-	rec.Headers = make([]kgo.RecordHeader, 0, len(vals)+3) // room for traceparent, tracestate, baggage
+	buf := box.buf[:0]
+	if size > len(box.buf) {
+		buf = make([]byte, 0, size)
+	}
+	if key != "" {
+		buf = append(buf, key...)
+		rec.Key = buf[:len(buf):len(buf)]
+	}
 	for _, kv := range vals {
-		if kv.v == "" {
+		start := len(buf)
+		if kv.k == choreo.HeaderTime {
+			buf = md.Time.AppendFormat(buf, time.RFC3339Nano)
+		} else {
+			buf = append(buf, kv.v...)
+		}
+		if len(buf) == start {
 			continue // no causation for a first event
 		}
-		start := len(buf)
-		buf = append(buf, kv.v...)
 		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: kv.k, Value: buf[start:len(buf):len(buf)]})
 	}
 	return rec, md, nil
+}
+
+// recordBox is a record with room for its headers (the contract's eight
+// and the trace context's three) and for the bytes of its key and header
+// values, so that building a record takes one allocation.
+type recordBox struct {
+	rec  kgo.Record
+	hdrs [11]kgo.RecordHeader
+	buf  [320]byte
 }
 
 func (p *Producer) propagator() propagation.TextMapPropagator {
