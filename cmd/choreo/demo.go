@@ -152,6 +152,11 @@ func demoRetries() []consumer.Option {
 		}),
 		consumer.RetryTopics(250*time.Millisecond, time.Second),
 		consumer.CommitInterval(200 * time.Millisecond),
+		// A route whose handler keeps failing (half its attempts, or ten
+		// in a row) is paused by its circuit breaker, 15s by default
+		// before a probe. A high --failure-rate can trip it; 1s keeps the
+		// run short and still shows the pause.
+		consumer.CircuitBreaker(consumer.Breaker{CoolDown: time.Second}),
 	}
 }
 

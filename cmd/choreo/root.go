@@ -46,6 +46,7 @@ Exit status: 0 success, 1 failure, 2 usage error.`,
 	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(
 		newBenchCmd(),
+		newDemoCmd(),
 		newDevCmd(),
 		newDLQCmd(),
 		newSchemaCmd(),
