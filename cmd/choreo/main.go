@@ -1,9 +1,10 @@
 // Command choreo is the toolkit's command line: a local development stack
-// (an embedded Kafka broker and schema registry), schema checks against a
-// registry, and, as they land, the demo and the dead-letter tools.
+// (an embedded Kafka broker and schema registry), the example shop's demo,
+// schema checks against a registry, and the dead-letter tools.
 //
 // Usage:
 //
+//	choreo demo [--orders N] [--chaos] [--failure-rate F] [--limit-cents N] [--database-url URL] [--timeout D] [--timelines N] [--seed N] [--log-file FILE]
 //	choreo dev [--listen ADDR] [--registry-listen ADDR] [--data-dir DIR] [--partitions N]
 //	choreo bench [--scenario produce|consume|slow|latency|all] [--events N] [--size BYTES] [--partitions P] [--rounds R] [--rate N] [-o table|json|jsonl]
 //	choreo dlq list    SERVICE [filters] [--limit N] [--follow] [-o table|json|jsonl]
