@@ -330,8 +330,8 @@ func (r demoReport) writeSummary(out io.Writer) {
 			}
 		}
 	}
+	fmt.Fprintln(out, "Summary")
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "Summary\t\n")
 	line := fmt.Sprintf("%d placed: %d completed, %d cancelled (declined over %s)", len(r.facts.orders), completed, cancelled, money(r.facts.limitCents))
 	if other > 0 {
 		line += fmt.Sprintf(", %d not ended", other)
@@ -419,7 +419,11 @@ func (r demoReport) deadLetterCounts() string {
 // writeDeadLetters prints the dead letters of the run.
 func (r demoReport) writeDeadLetters(out io.Writer) {
 	fmt.Fprintln(out, "Dead letters (the poison record injected into topic orders, and anything else that failed for good)")
-	for _, d := range r.deadLetters {
+	dls := slices.Clone(r.deadLetters)
+	slices.SortStableFunc(dls, func(a, b demoDeadLetter) int {
+		return slices.Index(demoGroups(), strings.TrimSuffix(a.topic, dlq.Suffix)) - slices.Index(demoGroups(), strings.TrimSuffix(b.topic, dlq.Suffix))
+	})
+	for _, d := range dls {
 		if d.dl == nil {
 			fmt.Fprintf(out, "  %s/%d@%d: not a dead-letter envelope: %s\n", d.topic, d.partition, d.offset, d.decodeErr)
 			continue
@@ -429,9 +433,10 @@ func (r demoReport) writeDeadLetters(out io.Writer) {
 		if d.dl.EventType != nil {
 			typ = *d.dl.EventType
 		}
-		fmt.Fprintf(out, "  %s/%d@%d  %s: %s from %s/%d@%d, key %q, type %s, after %d attempt(s)\n",
-			d.topic, d.partition, d.offset, d.dl.Error.Kind, d.dl.Group, o.Topic, o.Partition, o.Offset, o.Key, typ, d.dl.Attempts)
-		fmt.Fprintf(out, "      %s\n", cutLine(d.dl.Error.Message, 160))
+		fmt.Fprintf(out, "  %s, partition %d, offset %d: the record at %s/%d@%d, key %q, type %s\n",
+			d.topic, d.partition, d.offset, o.Topic, o.Partition, o.Offset, o.Key, typ)
+		kind := string(d.dl.Error.Kind)
+		fmt.Fprintf(out, "      %s after %d attempt(s): %s\n", kind, d.dl.Attempts, cutLine(strings.TrimPrefix(d.dl.Error.Message, kind+": "), 160))
 	}
 }
 
