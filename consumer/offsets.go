@@ -39,7 +39,7 @@ type partition struct {
 	released    bool          // given up and committed for the last time: never commit again
 	running     int           // handlers running now
 	abandoned   int           // of those, handlers left running past the revoke or shutdown wait
-	idle        chan struct{} // closed and replaced as running reaches 0
+	idle        chan struct{} // made by stop while handlers run, closed (and dropped) as running reaches 0
 
 	// onDrain, when set, is called (once) as the tracked records fall to
 	// drainAt or fewer: it wakes the poll loop to take the parked records
@@ -66,7 +66,6 @@ func newPartition(parent context.Context, topic string, id int32) *partition {
 	return &partition{
 		topic: topic, id: id, ctx: ctx, cancel: cancel,
 		committable: -1, committed: -1,
-		idle: make(chan struct{}),
 	}
 }
 
@@ -102,8 +101,10 @@ func (p *partition) finish(seq uint64, done bool) (retire bool) {
 	p.mu.Lock()
 	p.running--
 	if p.running == 0 {
-		close(p.idle)
-		p.idle = make(chan struct{})
+		if p.idle != nil { // someone waits in stop
+			close(p.idle)
+			p.idle = nil
+		}
 	}
 	if p.abandoned > 0 {
 		p.abandoned--
@@ -235,6 +236,9 @@ func (p *partition) stop() <-chan struct{} {
 		ch := make(chan struct{})
 		close(ch)
 		return ch
+	}
+	if p.idle == nil {
+		p.idle = make(chan struct{})
 	}
 	return p.idle
 }
