@@ -245,7 +245,7 @@ func runDemo(ctx context.Context, o demoOptions, conn connection.Config, rf *reg
 	}
 	d.mailer = &countingMailer{inner: notificationsvc.LogMailer{Logger: d.log}}
 
-	where := "embedded Kafka broker and schema registry"
+	where := "the embedded Kafka broker and schema registry"
 	if !d.embedded {
 		where = fmt.Sprintf("Kafka at %s, registry %s", strings.Join(d.conn.Brokers, ","), d.regURL)
 	}
@@ -258,7 +258,7 @@ func runDemo(ctx context.Context, o demoOptions, conn connection.Config, rf *reg
 	if o.chaos {
 		chaos = "; chaos: the payment service restarts a third of the way"
 	}
-	fmt.Fprintf(out, "  on the %s; payment store: %s; gateway failure rate %.0f%%; limit %s; seed %d%s\n",
+	fmt.Fprintf(out, "  on %s; payment store: %s; gateway failure rate %.0f%%; limit %s; seed %d%s\n",
 		where, store, o.failureRate*100, money(o.limitCents), o.seed, chaos)
 
 	// The topics first: a consumer started before its source topic exists
