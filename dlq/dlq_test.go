@@ -485,7 +485,7 @@ func TestRecordCopiesLineage(t *testing.T) {
 		{Key: choreo.HeaderRedriveCount, Value: []byte("2")},
 		{Key: choreo.HeaderReplayedFrom, Value: []byte("svc.dlq/0/3")},
 	}}
-	dl := dlq.New(failed, dlq.Failure{Err: errors.New("again"), Group: "svc"})
+	dl := dlq.New(failed, dlq.Failure{Err: errors.New("again\n\tand again"), Group: "svc"})
 	rec, err := dlq.NewWriter(nil, reg).Record(context.Background(), kafkatest.Name(t, "svc")+".dlq", dl)
 	if err != nil {
 		t.Fatal(err)
@@ -499,5 +499,8 @@ func TestRecordCopiesLineage(t *testing.T) {
 	}
 	if n := dl.RedriveCount(); n != 2 {
 		t.Errorf("RedriveCount = %d; want 2", n)
+	}
+	if s.Message != "again  and again" || dl.Error.Message != "again\n\tand again" {
+		t.Errorf("header message %q, envelope message %q; want the header on one line, the envelope as it was", s.Message, dl.Error.Message)
 	}
 }

@@ -67,7 +67,8 @@
 //	choreo-original-partition  its partition
 //	choreo-original-offset     its offset
 //	choreo-error-kind          the error kind
-//	choreo-error-message       the message, cut at 1 KiB on a UTF-8 boundary
+//	choreo-error-message       the message on one line (line breaks and tabs
+//	                           as spaces), cut at 1 KiB on a UTF-8 boundary
 //	choreo-attempt             the attempts
 //	content-type               application/avro (of the envelope)
 //	ce_id, ce_type, ce_correlationid, traceparent, tracestate

@@ -16,7 +16,7 @@ type Summary struct {
 	OriginalPartition int32
 	OriginalOffset    int64
 	Kind              choreo.ErrorKind
-	Message           string // at most MaxHeaderMessageLen bytes; the envelope has up to MaxMessageLen
+	Message           string // on one line, at most MaxHeaderMessageLen bytes; the envelope has up to MaxMessageLen
 	Attempts          int
 	EventID           string // the original ce_id, "" when it had none
 	EventType         string // the original ce_type

@@ -429,7 +429,7 @@ func readableHeaders(dl *DeadLetter) []kgo.RecordHeader {
 	add(choreo.HeaderOriginalPartition, strconv.FormatInt(int64(dl.Original.Partition), 10))
 	add(choreo.HeaderOriginalOffset, strconv.FormatInt(dl.Original.Offset, 10))
 	add(choreo.HeaderErrorKind, string(dl.Error.Kind))
-	add(choreo.HeaderErrorMessage, cut(dl.Error.Message, MaxHeaderMessageLen))
+	add(choreo.HeaderErrorMessage, cut(singleLine(dl.Error.Message), MaxHeaderMessageLen))
 	add(choreo.HeaderAttempt, strconv.FormatInt(int64(dl.Attempts), 10))
 	add(choreo.HeaderContentType, choreo.ContentTypeAvro)
 	for _, name := range copiedHeaders {
@@ -441,6 +441,21 @@ func readableHeaders(dl *DeadLetter) []kgo.RecordHeader {
 		}
 	}
 	return hs
+}
+
+// singleLine replaces line breaks and tabs by spaces, so that a tool
+// printing a record's headers on one line (kcat's %h) prints one line.
+func singleLine(s string) string {
+	if !strings.ContainsAny(s, "\r\n\t") {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '\r', '\n', '\t':
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 // coords returns "topic/partition/offset" of o.

@@ -146,15 +146,6 @@ func (e *dlqEnv) offsets(ctx context.Context, topic string, since time.Time) (st
 	return start, end, nil
 }
 
-// total is the number of offsets between start and end.
-func total(start, end map[int32]int64) int64 {
-	var n int64
-	for p, s := range start {
-		n += max(end[p]-s, 0)
-	}
-	return n
-}
-
 // run reads the topic and passes each entry that matches the filter, once
 // per failure, to emit, which returns false to stop. It returns ctx's
 // error when ctx ends first (the entries held back are passed on first).
@@ -419,8 +410,12 @@ func readPartitions(ctx context.Context, opts []kgo.Opt, topic string, start, en
 	}
 	cl, err := kgo.NewClient(append(append([]kgo.Opt(nil), opts...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}),
-		kgo.FetchMaxBytes(8<<20),
-		kgo.FetchMaxPartitionBytes(4<<20),
+		// Small fetches, one broker at a time: what the client buffers is
+		// the reader's memory too. A dead letter larger than these still
+		// comes, in a fetch of its own.
+		kgo.FetchMaxBytes(1<<20),
+		kgo.FetchMaxPartitionBytes(1<<20),
+		kgo.MaxConcurrentFetches(1),
 		kgo.FetchMaxWait(500*time.Millisecond),
 	)...)
 	if err != nil {
