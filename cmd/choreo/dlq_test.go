@@ -141,7 +141,7 @@ type goldenLetter struct {
 func (fx *dlqFixture) writeGolden(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
-	id, err := fx.reg.Register(ctx, "orders-value", testevents.OrderPlaced{}.AvroSchema())
+	id, err := fx.reg.Register(ctx, fx.group+".orders-value", testevents.OrderPlaced{}.AvroSchema()) // a subject of its own on a shared registry
 	if err != nil {
 		t.Fatal(err)
 	}
