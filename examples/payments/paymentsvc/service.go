@@ -244,6 +244,10 @@ func (s *Service) decide(ctx context.Context, ev consumer.Event[events.OrderPlac
 		s.log.InfoContext(ctx, "payment declined", "order", o.OrderID, "amount_cents", o.AmountCents, "limit_cents", s.cfg.LimitCents)
 		return p, nil
 	}
+	// With a database this runs inside the event's transaction, which
+	// stays open (holding a pool connection) while the gateway answers:
+	// the price of recording the charge, the mark and the event together.
+	// The gateway client's timeout bounds it.
 	c, err := s.cfg.Gateway.Charge(ctx, ChargeRequest{
 		IdempotencyKey: "order:" + o.OrderID, // the same for every attempt, in every process
 		OrderID:        o.OrderID,
