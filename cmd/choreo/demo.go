@@ -202,9 +202,9 @@ func runDemo(ctx context.Context, o demoOptions, conn connection.Config, rf *reg
 
 	// The stack: embedded unless --brokers names one.
 	if len(conn.Brokers) == 0 {
-		st, err := startDev(devConfig{listen: "127.0.0.1:0", registryListen: "127.0.0.1:0", partitions: events.Partitions})
-		if err != nil {
-			return err
+		st, serr := startDev(devConfig{listen: "127.0.0.1:0", registryListen: "127.0.0.1:0", partitions: events.Partitions})
+		if serr != nil {
+			return serr
 		}
 		defer func() {
 			if cerr := st.close(); cerr != nil && err == nil {
@@ -288,6 +288,9 @@ func runDemo(ctx context.Context, o demoOptions, conn connection.Config, rf *reg
 	stopProgress := progress.run(d.progress)
 	if err := d.placeOrders(runCtx, &wg); err != nil {
 		stopProgress()
+		if ctx.Err() != nil {
+			return errors.New("interrupted")
+		}
 		return err
 	}
 	waitErr := d.waitDone(runCtx, start.Add(o.timeout))
@@ -300,16 +303,18 @@ func runDemo(ctx context.Context, o demoOptions, conn connection.Config, rf *reg
 	// Stop the services and read what they left.
 	stopServices()
 	wg.Wait()
+	if ctx.Err() != nil {
+		return errors.New("interrupted")
+	}
 	stats := d.stats()
 	deadLetters, dlqErr := d.readDeadLetters(ctx, dlqStart)
 	ledger, ledgerErr := d.ledger(ctx)
-	if waitErr != nil {
-		return waitErr
-	}
 	if err := errors.Join(dlqErr, ledgerErr); err != nil {
-		return err
+		return errors.Join(waitErr, err)
 	}
 
+	// The report, also when orders did not end in time: their timelines
+	// and the checks show where they stopped.
 	facts := d.facts(ledger)
 	problems := checkDemo(facts, deadLetters, d.poisonKey)
 	r := demoReport{
@@ -318,6 +323,9 @@ func runDemo(ctx context.Context, o demoOptions, conn connection.Config, rf *reg
 	}
 	r.write(out)
 	d.writeLookAt(out, deadLetters, logPath)
+	if waitErr != nil {
+		return waitErr
+	}
 	if len(problems) > 0 {
 		first := problems[:min(len(problems), 3)]
 		more := ""
