@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -205,15 +206,29 @@ func (e *entry) item() listItem {
 	return it
 }
 
-// The table's columns, and the widest each may be (0: as wide as its
-// widest cell; the last takes what is left of the terminal).
-var listColumns = []struct {
-	name string
-	max  int
-}{
-	{"DEAD LETTER", 0}, {"TIME", 0}, {"ORIGINAL", 48}, {"KEY", 24}, {"TYPE", 32}, {"KIND", 0},
-	{"ATTEMPTS", 0}, {"DUPS", 0}, {"REDRIVEN", 0}, {"CORRELATION", 36}, {"ERROR", 0},
+// The table's columns: the widest each may be (0: as wide as its widest
+// cell), the narrowest it may be made to leave the error message
+// minError (0: never narrowed), and whether a cut keeps its end (ids and
+// coordinates differ at the end) rather than its start. The last column,
+// the error message, takes what is left of the terminal.
+var listColumns = []listColumn{
+	{name: "DEAD LETTER"}, {name: "TIME"}, {name: "ORIGINAL", max: 48, keepEnd: true},
+	{name: "KEY", max: 24, min: 8, shrinkRank: 2}, {name: "TYPE", max: 32}, {name: "KIND"},
+	{name: "ATTEMPTS"}, {name: "DUPS"}, {name: "REDRIVEN"}, {name: "CORRELATION", max: 36, min: 13, keepEnd: true, shrinkRank: 1},
+	{name: "ERROR"},
 }
+
+// listColumn is a column of the table.
+type listColumn struct {
+	name       string
+	max, min   int
+	keepEnd    bool
+	shrinkRank int // order in which columns are narrowed, 1 first; 0: never
+}
+
+// minError is the error message's width the other columns are narrowed
+// for, on a narrow terminal.
+const minError = 40
 
 // row returns e's table cells.
 func (e *entry) row() []string {
@@ -231,9 +246,11 @@ func (e *entry) row() []string {
 	if e.dups > 0 {
 		dups = strconv.Itoa(e.dups)
 	}
+	// The kind has a column: "permanent: card declined" says it twice.
+	msg, _ := strings.CutPrefix(oneLine(s.Message), string(s.Kind)+": ")
 	return []string{coords, tm, fmt.Sprintf("%s/%d/%d", s.OriginalTopic, s.OriginalPartition, s.OriginalOffset),
 		cell(keyText(e.key)), cell(typ), cell(string(s.Kind)), strconv.Itoa(s.Attempts), dups, e.redriven.describe(),
-		cell(s.CorrelationID), oneLine(s.Message)}
+		cell(s.CorrelationID), msg}
 }
 
 // cell returns s, or "-" for an empty s.
@@ -326,11 +343,25 @@ func (lw *listWriter) fix() error {
 	}
 	last := len(listColumns) - 1
 	if lw.width > 0 {
-		used := 0
-		for _, w := range lw.widths[:last] {
-			used += w + 2
+		used := func() int {
+			n := 0
+			for _, w := range lw.widths[:last] {
+				n += w + 2
+			}
+			return n
 		}
-		lw.widths[last] = max(lw.width-used, 20)
+		// Narrow the columns that may be, in order, until the error
+		// message has its room (or they are all at their narrowest).
+		for rank := 1; lw.width-used() < minError; rank++ {
+			i := slices.IndexFunc(listColumns, func(c listColumn) bool { return c.shrinkRank == rank })
+			if i < 0 {
+				break
+			}
+			if lw.widths[i] > listColumns[i].min {
+				lw.widths[i] = max(listColumns[i].min, lw.widths[i]-(minError-(lw.width-used())))
+			}
+		}
+		lw.widths[last] = max(lw.width-used(), 20)
 	} else {
 		lw.widths[last] = 0 // no cut
 	}
@@ -363,7 +394,11 @@ func (lw *listWriter) writeRow(cells []string) error {
 			b.WriteString(c)
 			break
 		}
-		c = cutText(c, w)
+		if listColumns[i].keepEnd {
+			c = cutStart(c, w)
+		} else {
+			c = cutText(c, w)
+		}
 		b.WriteString(c)
 		b.WriteString(strings.Repeat(" ", w-utf8.RuneCountInString(c)+2))
 	}
@@ -382,6 +417,19 @@ func cutText(s string, n int) string {
 	}
 	r := []rune(s)
 	return string(r[:n-1]) + "…"
+}
+
+// cutStart cuts s to at most n runes keeping its end, starting with …
+// when cut.
+func cutStart(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	if n <= 1 {
+		return "…"
+	}
+	r := []rune(s)
+	return "…" + string(r[len(r)-(n-1):])
 }
 
 // close ends the output.
