@@ -141,7 +141,12 @@ type FlowFilter struct {
 	Key     string    // the flow's first event has this key
 	Since   time.Time // active at or after
 	Before  time.Time // active before (for paging: the LastActivity of the last flow seen)
-	Limit   int       // at most this many; 0 means 100
+	// NotLastTypes leaves out flows whose last event is of one of these
+	// types (the terminal ones, to find flows that did not finish).
+	NotLastTypes []string
+	// DeadLettered keeps only flows with a dead letter.
+	DeadLettered bool
+	Limit        int // at most this many; 0 means 100
 }
 
 // Summarize computes the summary of a flow from its records (any order).

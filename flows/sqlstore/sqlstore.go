@@ -495,6 +495,12 @@ func (s *Store) Flows(ctx context.Context, f flows.FlowFilter) ([]flows.FlowSumm
 	if f.Key != "" {
 		where, args = append(where, "root_key = ?"), append(args, f.Key)
 	}
+	if len(f.NotLastTypes) > 0 {
+		where, args = append(where, "last_type NOT IN ("+placeholders(len(f.NotLastTypes))+")"), append(args, anys(f.NotLastTypes)...)
+	}
+	if f.DeadLettered {
+		where = append(where, "dead_letters > 0")
+	}
 	limit := f.Limit
 	if limit <= 0 {
 		limit = 100

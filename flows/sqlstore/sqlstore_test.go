@@ -211,6 +211,8 @@ func TestFlowFilters(t *testing.T) {
 			{"key", flows.FlowFilter{Key: "o3"}, []string{"c3"}},
 			{"since", flows.FlowFilter{Since: t0.Add(3 * time.Minute)}, []string{"c4", "c3"}},
 			{"before", flows.FlowFilter{Before: t0.Add(2 * time.Minute), Limit: 1}, []string{"c1"}},
+			{"last type not", flows.FlowFilter{NotLastTypes: []string{"shop.PaymentAuthorized", "x"}}, []string{"c3", "c1"}},
+			{"dead-lettered", flows.FlowFilter{DeadLettered: true, Since: t0.Add(time.Minute)}, []string{"c4", "c2"}},
 		} {
 			if got := ids(tc.f); !slices.Equal(got, tc.want) {
 				t.Errorf("%s: got %v; want %v", tc.name, got, tc.want)
