@@ -262,7 +262,7 @@ func (r *redrive) run(ctx context.Context) error {
 		noteScan(r.stderr, "choreo dlq redrive", env.topic, sc.stats, r.filt)
 	}
 	if r.o.dryRun {
-		fmt.Fprintf(r.stderr, "choreo dlq redrive: dry run: would send %d dead letters of %s to %s%s; nothing sent\n", n, env.topic, r.dest, r.skipped(counts))
+		fmt.Fprintf(r.stderr, "choreo dlq redrive: dry run: would send %s of %s to %s%s; nothing sent\n", plural(n, "dead letter", "dead letters"), env.topic, r.dest, r.skipped(counts))
 		return nil
 	}
 	if n == 0 {
@@ -381,14 +381,14 @@ func (r *redrive) confirm(n int64, c tally) error {
 	if r.o.to != "" {
 		who = "every service reading it gets them"
 	}
-	fmt.Fprintf(r.stderr, "Redrive %d dead letters of %s to %s (%s)%s? [y/N] ", n, r.env.topic, r.dest, who, r.skipped(c))
+	fmt.Fprintf(r.stderr, "Redrive %s of %s to %s (%s)%s? [y/N] ", plural(n, "dead letter", "dead letters"), r.env.topic, r.dest, who, r.skipped(c))
 	line, _ := bufio.NewReader(r.stdin).ReadString('\n')
+	if f, ok := r.stdin.(*os.File); !ok || !term.IsTerminal(int(f.Fd())) {
+		fmt.Fprintln(r.stderr) // the answer was not echoed
+	}
 	switch strings.ToLower(strings.TrimSpace(line)) {
 	case "y", "yes":
 		return nil
-	}
-	if line == "" {
-		fmt.Fprintln(r.stderr)
 	}
 	return errors.New("not confirmed: nothing sent (--yes skips the question)")
 }
