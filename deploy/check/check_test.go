@@ -506,6 +506,16 @@ func TestChecksCatchBrokenValues(t *testing.T) {
 			a.Operations = []string{"Read"}
 			u.Spec.Authorization.ACLs = append(u.Spec.Authorization.ACLs, a)
 		}},
+		{"single-instance service scaled", "k8s: KEDA", "single-instance", func(c *Code, f *Files) {
+			d := f.K8s.deployment("order-service")
+			so := *f.K8s.ScaledObjects[0]
+			so.Name = "order-service"
+			so.Spec.ScaleTargetRef.Name = d.Name
+			f.K8s.ScaledObjects = append(f.K8s.ScaledObjects, &so)
+		}},
+		{"single-instance service rolled", "k8s: KEDA", "Recreate", func(c *Code, f *Files) {
+			f.K8s.deployment("order-service").Spec.Strategy.Type = "RollingUpdate"
+		}},
 		{"persistent lag counted", "k8s: KEDA", "excludePersistentLag", func(c *Code, f *Files) {
 			f.K8s.ScaledObjects[0].Spec.Triggers[0].Metadata["excludePersistentLag"] = "false"
 		}},

@@ -1502,6 +1502,10 @@ func checkUsers(c *Code, f *Files) []error {
 
 var kedaSASL = map[string]string{"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
 
+// singleInstance is the Deployment annotation of a service that must run as
+// one pod (the example order service keeps its orders in memory).
+const singleInstance = "choreo.dev/single-instance"
+
 func checkKEDA(c *Code, f *Files) []error {
 	k := f.K8s
 	if k == nil {
@@ -1520,6 +1524,20 @@ func checkKEDA(c *Code, f *Files) []error {
 			if x.Spec.ScaleTargetRef.Name == d.Name {
 				so = x
 			}
+		}
+		if d.Annotations[singleInstance] == "true" {
+			// A service that keeps its state in memory: one pod, never
+			// two at once, and nothing that scales it.
+			if so != nil {
+				errs = append(errs, errorf("ScaledObject %s scales Deployment %s, which is %s", so.Name, d.Name, singleInstance))
+			}
+			if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
+				errs = append(errs, errorf("Deployment %s is %s: want replicas 1", d.Name, singleInstance))
+			}
+			if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+				errs = append(errs, errorf("Deployment %s is %s: want strategy Recreate (a rolling update runs two pods at once)", d.Name, singleInstance))
+			}
+			continue
 		}
 		if so == nil {
 			errs = append(errs, errorf("no ScaledObject scales Deployment %s", d.Name))
