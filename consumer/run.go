@@ -228,6 +228,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 		// in-flight byte cap rather than franz-go's default of 50 MiB per
 		// broker.
 		kgo.FetchMaxBytes(fetchMaxBytes(c.cfg.maxInFlightBytes)),
+		// A fetch waits at most half a second for data (the Java
+		// client's fetch.max.wait.ms), not franz-go's 5s: a partition
+		// resumed (a retry record coming due, a drained backlog) joins
+		// the next fetch, which would otherwise wait out the one in
+		// flight, so a 10s retry could take 15s.
+		kgo.FetchMaxWait(500*time.Millisecond),
 		// Dead letters and retry forwards carry the original record whole,
 		// so the client must accept batches as large as the topics the
 		// consumer provisions for them.
@@ -829,8 +835,13 @@ func (rt *runtime) process(d *delivery) (retryIn time.Duration, retire bool) {
 			return retryIn, false
 		}
 		rt.end(d, done && retryIn == 0)
-	} else if d.span != nil {
-		rt.end(d, false) // given up between retries
+	} else {
+		if d.route != nil {
+			d.route.breaker.dropped(d) // it may have been chosen as a probe
+		}
+		if d.span != nil {
+			rt.end(d, false) // given up between retries
+		}
 	}
 	rt.outOfFlight(d)
 	return 0, retire
