@@ -376,7 +376,11 @@ func (v *View) item(s FlowSummary, crit Criteria, l *learned, pending []Pending,
 		}
 		sort.Strings(waiting)
 		detail := fmt.Sprintf("no event for %v after %s", now.Sub(s.LastActivity).Round(time.Second), shortType(s.LastType))
-		if len(waiting) > 0 {
+		switch len(waiting) {
+		case 0:
+		case 1:
+			detail += ", which " + waiting[0] + " reacts to"
+		default:
 			detail += ", which " + strings.Join(waiting, " and ") + " react to"
 		}
 		it.Reasons = append(it.Reasons, Reason{
@@ -620,7 +624,7 @@ type Flow struct {
 	FlowItem
 	Criteria Criteria `json:"criteria"`
 	Lanes    []string `json:"lanes"`
-	Events   []Node   `json:"events"`
+	Nodes    []Node   `json:"nodes"` // the events, as a causal tree in depth-first order
 	Records  []Record `json:"records"` // every indexed record of the flow, by time
 }
 
@@ -664,7 +668,7 @@ func (v *View) Flow(ctx context.Context, correlationID string, th Thresholds) (F
 		}
 	}
 	f := Flow{FlowItem: v.item(s, crit, l, pending[correlationID], open), Criteria: crit, Records: recs}
-	f.Events, f.Lanes = buildTree(s, recs, groups, crit, dls, redrives)
+	f.Nodes, f.Lanes = buildTree(s, recs, groups, crit, dls, redrives)
 	return f, nil
 }
 
@@ -858,7 +862,7 @@ func (v *View) Event(ctx context.Context, id string) (EventDetail, error) {
 	if err != nil {
 		return EventDetail{}, err
 	}
-	for _, n := range f.Events {
+	for _, n := range f.Nodes {
 		if n.EventID == id {
 			return EventDetail{CorrelationID: corr, Event: n, Records: recs}, nil
 		}

@@ -12,6 +12,10 @@
 //	choreo dlq stats   SERVICE [filters] [--by hour|day] [-o table|json|jsonl]
 //	choreo dlq redrive SERVICE [PARTITION:OFFSET ...] [filters] [--dry-run] [--rate N/s] [--yes] [--again] [--max-redrives N] [--to TOPIC]
 //	        filters: --kind K --type T --key K --correlation-id ID --since T --until T --grep RE; --topic T for another topic
+//	choreo flows [--http ADDR] [--data-dir DIR] [--topics RE] [--retention DUR]   (the flow index and its HTTP API)
+//	choreo flows stuck [--flows URL] [--after DUR] [--terminal TYPE,...] [-o table|json|jsonl]
+//	choreo trace CORRELATION-ID|EVENT-ID|KEY [--flows URL] [-o table|json|jsonl]
+//	choreo catalog [--flows URL] [--registry URL] [-o table|json|jsonl|asyncapi|asyncapi-json]
 //	choreo schema check    --subject SUBJECT [--registry URL] FILE.avsc
 //	choreo schema register --subject SUBJECT [--registry URL] FILE.avsc
 //	choreo completion bash|zsh|fish|powershell

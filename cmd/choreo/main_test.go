@@ -36,7 +36,7 @@ func TestCommandLine(t *testing.T) {
 		{name: "completion of a schema file", args: []string{"__complete", "schema", "check", ""}, code: 0,
 			stdout: []string{"avsc"}, stderr: []string{"ShellCompDirectiveFilterFileExt"}},
 		{name: "no command", args: nil, code: 2,
-			stderr: []string{"choreo: want a command: bench, demo, dev, dlq or schema", "Available Commands:"}, usage: true},
+			stderr: []string{"choreo: want a command: bench, catalog, demo, dev, dlq, flows, schema or trace", "Available Commands:"}, usage: true},
 		{name: "unknown command near dev", args: []string{"deb"}, code: 2,
 			stderr: []string{`choreo: unknown command "deb", did you mean demo, dev or dlq?`}},
 		{name: "unknown command far from all", args: []string{"frobnicate"}, code: 2,

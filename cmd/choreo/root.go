@@ -46,10 +46,13 @@ Exit status: 0 success, 1 failure, 2 usage error.`,
 	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(
 		newBenchCmd(),
+		newCatalogCmd(),
 		newDemoCmd(),
 		newDevCmd(),
 		newDLQCmd(),
+		newFlowsCmd(),
 		newSchemaCmd(),
+		newTraceCmd(),
 	)
 	return root
 }
