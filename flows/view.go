@@ -624,7 +624,7 @@ type Flow struct {
 	FlowItem
 	Criteria Criteria `json:"criteria"`
 	Lanes    []string `json:"lanes"`
-	Nodes    []Node   `json:"nodes"` // the events, as a causal tree in depth-first order
+	Nodes    []Node   `json:"nodes"`   // the events, as a causal tree in depth-first order
 	Records  []Record `json:"records"` // every indexed record of the flow, by time
 }
 

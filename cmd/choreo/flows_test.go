@@ -149,7 +149,9 @@ func startFlows(t *testing.T, args ...string) string {
 	out := &lockedBuffer{}
 	errb := &lockedBuffer{}
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, append([]string{"flows", "--http", "127.0.0.1:0", "--refresh", "200ms"}, args...), out, errb) }()
+	go func() {
+		done <- run(ctx, append([]string{"flows", "--http", "127.0.0.1:0", "--refresh", "200ms"}, args...), out, errb)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if code := <-done; code != 0 {
@@ -281,7 +283,7 @@ func TestTraceCatalogStuckOnTheShop(t *testing.T) {
 		if code != 0 {
 			return fmt.Errorf("exit %d: %s", code, stderr)
 		}
-		if !regexp.MustCompile(`(?m)^\S+\s+` + regexp.QuoteMeta(o.ID) + `\s+OrderPlaced .*unconsumed: shipping-service has not consumed PaymentAuthorized .*shipping-service`).MatchString(stdout) ||
+		if !regexp.MustCompile(`(?m)^\S+\s+`+regexp.QuoteMeta(o.ID)+`\s+OrderPlaced .*unconsumed: shipping-service has not consumed PaymentAuthorized .*shipping-service`).MatchString(stdout) ||
 			!strings.Contains(stdout, "stalled: no event for") || !strings.Contains(stdout, "choreo trace ") {
 			return fmt.Errorf("order %s not stuck waiting on shipping-service yet:\n%s", o.ID, stdout)
 		}
