@@ -490,6 +490,24 @@ type Client struct {
 // does not answer.
 var ErrUnreachable = errors.New("flow index not reachable")
 
+// UnreachableError is the Client's error when the flow index does not
+// answer; it matches ErrUnreachable.
+type UnreachableError struct {
+	URL string
+	Err error // why: connection refused, a timeout …
+}
+
+// Error says what could not be reached, and why.
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("%v at %s: %v", ErrUnreachable, e.URL, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// Is makes the error match ErrUnreachable.
+func (e *UnreachableError) Is(target error) bool { return target == ErrUnreachable }
+
 // NewClient returns a client of the API at baseURL (http://host:port).
 func NewClient(baseURL string) (*Client, error) {
 	u, err := url.Parse(strings.TrimSpace(baseURL))
@@ -542,7 +560,7 @@ func (c *Client) get(ctx context.Context, path string, q url.Values, v any) erro
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("%w at %s: %w", ErrUnreachable, c.base, unwrapURL(err))
+		return &UnreachableError{URL: c.base, Err: unwrapURL(err)}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))

@@ -117,6 +117,9 @@ func (v *View) Catalog(ctx context.Context, schemas bool) (Catalog, error) {
 	c := Catalog{GeneratedAt: now.UTC(), Types: []CatalogType{}, Services: services}
 	idx := map[string]int{}
 	for _, st := range stats {
+		if st.Type == "" {
+			continue // no ce_type: not an event any service routes
+		}
 		k := st.Type + "\x00" + st.Topic
 		i, ok := idx[k]
 		if !ok {

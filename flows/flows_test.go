@@ -231,7 +231,7 @@ func eventually(t *testing.T, within time.Duration, check func() error) {
 	}
 }
 
-func openStore(t *testing.T, dir string) *sqlstore.Store {
+func openStore(t testing.TB, dir string) *sqlstore.Store {
 	t.Helper()
 	st, err := sqlstore.OpenSQLite(context.Background(), dir)
 	if err != nil {
@@ -243,7 +243,7 @@ func openStore(t *testing.T, dir string) *sqlstore.Store {
 
 // node returns the flow's event of the type.
 func node(f flows.Flow, typ string) (flows.Node, bool) {
-	for _, n := range f.Events {
+	for _, n := range f.Nodes {
 		if n.Type == typ {
 			return n, true
 		}
@@ -276,8 +276,20 @@ func TestIndexTheShop(t *testing.T) {
 	dir := t.TempDir()
 	st := openStore(t, dir)
 	ix, stopIndex := s.index(st)
-	view := flows.NewView(st, flows.WithRegistry(s.reg), flows.MinAfter(time.Second))
+	view := flows.NewView(st, flows.WithRegistry(s.reg), flows.MinAfter(time.Second), flows.LearnTTL(0))
 	ctx := context.Background()
+
+	// Records that are no choreo events, on a topic the index reads:
+	// counted and skipped, never a crash.
+	junk := s.cluster.Topic(t, 1)
+	raw := s.cluster.Client(t)
+	if err := raw.ProduceSync(ctx,
+		&kgo.Record{Topic: junk, Value: []byte("not an event")},
+		&kgo.Record{Topic: junk, Key: []byte{0xff}, Headers: []kgo.RecordHeader{{Key: "ce_id", Value: nil}, {Key: "ce_time", Value: []byte("noon")}}},
+		&kgo.Record{Topic: junk, Value: []byte{0, 0, 0}, Headers: []kgo.RecordHeader{{Key: "ce_id", Value: []byte("junk-1")}, {Key: "ce_time", Value: []byte("noon")}}},
+	).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
 
 	ok, bad, flaky := s.place("ok"), s.place("bad"), s.place("flaky")
 
@@ -293,10 +305,10 @@ func TestIndexTheShop(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if len(f.Events) != n {
-				return fmt.Errorf("flow %s: %d events; want %d", id, len(f.Events), n)
+			if len(f.Nodes) != n {
+				return fmt.Errorf("flow %s: %d events; want %d", id, len(f.Nodes), n)
 			}
-			for _, e := range f.Events {
+			for _, e := range f.Nodes {
 				for _, c := range e.Consumers {
 					if c.Status == "pending" || c.Status == "retrying" {
 						return fmt.Errorf("flow %s: %s is %s for %s", id, c.Group, c.Status, e.Type)
@@ -318,28 +330,38 @@ func TestIndexTheShop(t *testing.T) {
 		return nil
 	})
 
+	eventually(t, 10*time.Second, func() error {
+		if n := ix.Stats().SkipReasons[flows.SkipNoEventID]; n != 2 {
+			return fmt.Errorf("skipped for want of ce_id: %d; want 2", n)
+		}
+		if _, err := view.Event(ctx, "junk-1"); err != nil {
+			return fmt.Errorf("junk-1 with a bad time: %w", err)
+		}
+		return nil
+	})
+
 	// ok: OrderPlaced (shop) -> PaymentRequested (pay), each consumed by
 	// the group subscribed to its topic.
-	if fOK.Events[0].Type != typePlaced || fOK.Events[0].Depth != 0 || fOK.Events[0].Source != s.source ||
-		fOK.Events[1].Type != typePayment || fOK.Events[1].Depth != 1 || fOK.Events[1].ParentID != ok.ID ||
-		fOK.Events[1].Source != s.pay {
-		t.Errorf("causal tree of ok:\n%+v", fOK.Events)
+	if fOK.Nodes[0].Type != typePlaced || fOK.Nodes[0].Depth != 0 || fOK.Nodes[0].Source != s.source ||
+		fOK.Nodes[1].Type != typePayment || fOK.Nodes[1].Depth != 1 || fOK.Nodes[1].ParentID != ok.ID ||
+		fOK.Nodes[1].Source != s.pay {
+		t.Errorf("causal tree of ok:\n%+v", fOK.Nodes)
 	}
-	if got := consumed(fOK.Events[0]); !maps(got, map[string]string{s.pay: "consumed"}) {
+	if got := consumed(fOK.Nodes[0]); !maps(got, map[string]string{s.pay: "consumed"}) {
 		t.Errorf("consumers of OrderPlaced: %v; want %s consumed", got, s.pay)
 	}
-	if got := consumed(fOK.Events[1]); !maps(got, map[string]string{s.ledger: "consumed"}) {
+	if got := consumed(fOK.Nodes[1]); !maps(got, map[string]string{s.ledger: "consumed"}) {
 		t.Errorf("consumers of PaymentRequested: %v; want %s consumed", got, s.ledger)
 	}
-	if fOK.Status != flows.StatusCompleted || fOK.Events[1].SinceStartMs < 0 || !fOK.Events[1].Terminal {
-		t.Errorf("ok: status %s, payment +%vms terminal %v; want completed, terminal", fOK.Status, fOK.Events[1].SinceStartMs, fOK.Events[1].Terminal)
+	if fOK.Status != flows.StatusCompleted || fOK.Nodes[1].SinceStartMs < 0 || !fOK.Nodes[1].Terminal {
+		t.Errorf("ok: status %s, payment +%vms terminal %v; want completed, terminal", fOK.Status, fOK.Nodes[1].SinceStartMs, fOK.Nodes[1].Terminal)
 	}
 	if !slices.Equal(fOK.Lanes, []string{s.source, s.pay, s.ledger}) {
 		t.Errorf("lanes: %v; want %v", fOK.Lanes, []string{s.source, s.pay, s.ledger})
 	}
 
 	// bad: dead-lettered by pay, on its branch, with the command to see it.
-	n := fBad.Events[0]
+	n := fBad.Nodes[0]
 	if len(n.Failures) != 1 || n.Failures[0].Kind != flows.KindDeadLetter || n.Failures[0].Group != s.pay ||
 		n.Failures[0].ErrorKind != "permanent" || !strings.HasPrefix(n.Failures[0].Command, "choreo dlq show "+s.pay+" 0:") {
 		t.Errorf("failures of bad: %+v", n.Failures)
@@ -363,14 +385,14 @@ func TestIndexTheShop(t *testing.T) {
 		t.Errorf("failures of flaky: %+v", n.Failures)
 	}
 	if p, ok := node(fFlaky, typePayment); !ok || p.ParentID != flaky.ID {
-		t.Errorf("flaky: no payment caused by the order: %+v", fFlaky.Events)
+		t.Errorf("flaky: no payment caused by the order: %+v", fFlaky.Nodes)
 	}
 
 	// Lookup by key and by event id.
 	if ms, err := view.Lookup(ctx, "flaky", 10); err != nil || len(ms) != 1 || ms[0].CorrelationID != flaky.CorrelationID || ms[0].By != "key" {
 		t.Errorf("lookup by key: %+v, %v", ms, err)
 	}
-	if ms, _ := view.Lookup(ctx, fOK.Events[1].EventID, 10); len(ms) != 1 || ms[0].By != "eventId" {
+	if ms, _ := view.Lookup(ctx, fOK.Nodes[1].EventID, 10); len(ms) != 1 || ms[0].By != "eventId" {
 		t.Errorf("lookup by event id: %+v", ms)
 	}
 
@@ -383,8 +405,8 @@ func TestIndexTheShop(t *testing.T) {
 	eventually(t, 30*time.Second, func() error {
 		_ = ix.RefreshGroups(ctx)
 		f, err := view.Flow(ctx, late.CorrelationID, flows.Thresholds{})
-		if err != nil || len(f.Events) != 2 {
-			return fmt.Errorf("flow late: %d events, %v", len(f.Events), err)
+		if err != nil || len(f.Nodes) != 2 {
+			return fmt.Errorf("flow late: %d events, %v", len(f.Nodes), err)
 		}
 		return nil
 	})

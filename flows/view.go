@@ -23,6 +23,7 @@ type View struct {
 	now      func() time.Time
 	minAfter time.Duration
 	window   time.Duration
+	ttl      time.Duration
 
 	mu      sync.Mutex
 	learned *learned
@@ -45,13 +46,22 @@ func MinAfter(d time.Duration) ViewOption { return func(v *View) { v.minAfter = 
 // flow durations (DefaultRetention).
 func LearnWindow(d time.Duration) ViewOption { return func(v *View) { v.window = d } }
 
+// LearnTTL sets how long what the view learns from the traffic (terminal
+// types, flow durations, who reacts to what: a scan of the whole index)
+// is reused before it is learned again (DefaultLearnTTL); 0 learns it
+// for every answer.
+func LearnTTL(d time.Duration) ViewOption { return func(v *View) { v.ttl = d } }
+
+// DefaultLearnTTL is how long the view reuses what it learned.
+const DefaultLearnTTL = 5 * time.Second
+
 // DefaultMinAfter is the floor of the learned stuck threshold: a flow is
 // never called stuck after less than this without --after.
 const DefaultMinAfter = 30 * time.Second
 
 // NewView returns a view of the index in store.
 func NewView(store Store, opts ...ViewOption) *View {
-	v := &View{store: store, now: time.Now, minAfter: DefaultMinAfter, window: DefaultRetention}
+	v := &View{store: store, now: time.Now, minAfter: DefaultMinAfter, window: DefaultRetention, ttl: DefaultLearnTTL}
 	for _, o := range opts {
 		o(v)
 	}
@@ -104,14 +114,11 @@ type learned struct {
 	durations []time.Duration
 }
 
-// learnTTL is how long what was learned is reused.
-const learnTTL = 5 * time.Second
-
 func (v *View) learn(ctx context.Context) (*learned, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	now := v.now()
-	if v.learned != nil && now.Sub(v.learned.at) < learnTTL && !now.Before(v.learned.at) {
+	if v.learned != nil && now.Sub(v.learned.at) < v.ttl && !now.Before(v.learned.at) {
 		return v.learned, nil
 	}
 	stats, err := v.store.TypeStats(ctx, now)

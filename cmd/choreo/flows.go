@@ -131,6 +131,7 @@ func (o *flowsOptions) check() error {
 // flowsTestHooks lets tests shorten the index's waits.
 var flowsTestHooks struct {
 	clientOpts []kgo.Opt
+	viewOpts   []flows.ViewOption
 }
 
 // runFlows runs the index and its API until ctx is done.
@@ -144,7 +145,7 @@ func runFlows(ctx context.Context, o flowsOptions, conn connection.Config, reg *
 	opts := []flows.Option{flows.ConsumerGroup(o.group), flows.Topics(o.topics), flows.ExcludeTopics(o.exclude),
 		flows.Retention(o.retention), flows.RefreshInterval(o.refresh), flows.Logger(log),
 		flows.ClientOptions(flowsTestHooks.clientOpts...)}
-	viewOpts := []flows.ViewOption{}
+	viewOpts := append([]flows.ViewOption{}, flowsTestHooks.viewOpts...)
 	if reg != nil {
 		opts = append(opts, flows.Registry(reg))
 		viewOpts = append(viewOpts, flows.WithRegistry(reg))

@@ -190,6 +190,10 @@ func TestTraceCatalogStuckOnTheShop(t *testing.T) {
 	}
 	conn := connection.Config{Brokers: c.Seeds()}
 	shop := startShop(t, conn, reg)
+	// Learn the terminal types afresh for every answer: the default
+	// reuses them for 5s, and the shop runs faster than that.
+	flowsTestHooks.viewOpts = []flows.ViewOption{flows.LearnTTL(0)}
+	t.Cleanup(func() { flowsTestHooks.viewOpts = nil })
 	url := startFlows(t, "--brokers", strings.Join(c.Seeds(), ","), "--registry", regURL, "--data-dir", t.TempDir())
 	ctx := context.Background()
 
