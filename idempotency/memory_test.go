@@ -153,12 +153,10 @@ func TestMemoryTTL(t *testing.T) {
 	// Expired marks are dropped as new ones come in, not only when looked up.
 	clock.Advance(2 * time.Hour)
 	process(t, m, "g", "e3", nil, false)
-	m.mu.Lock()
-	entries, marks := m.entryCount(), m.marks
-	m.mu.Unlock()
-	if entries != 1 || marks != 1 {
-		t.Errorf("after expiry, the store holds %d entries and %d marks; want 1 and 1", entries, marks)
+	if marks, flights := m.held(); marks != 1 || flights != 0 {
+		t.Errorf("after expiry, the store holds %d marks and %d in flight; want 1 and 0", marks, flights)
 	}
+	checkMemory(t, m)
 }
 
 func TestMemoryNoTTL(t *testing.T) {
@@ -169,37 +167,50 @@ func TestMemoryNoTTL(t *testing.T) {
 	process(t, m, "g", "e1", nil, true)
 }
 
+// TestMemoryBound checks the entries bound through the API: the store
+// forgets in generations of maxEntries/2 marks, so after 3×maxEntries new
+// ids the first is forgotten, the last maxEntries/2 are all remembered, and
+// the store holds between maxEntries/2 and maxEntries marks.
 func TestMemoryBound(t *testing.T) {
-	m := NewMemory(WithMaxEntries(3))
-	for _, id := range []string{"a", "b", "c", "d"} {
-		process(t, m, "g", id, nil, false)
+	const n = 10
+	m := NewMemory(WithMaxEntries(n))
+	for i := range 3 * n {
+		process(t, m, "g", strconv.Itoa(i), nil, false)
+		if got := m.Len(); got > n || got < min(i+1, n/2) {
+			t.Fatalf("after %d marks, Len() = %d; want %d to %d", i+1, got, min(i+1, n/2), n)
+		}
 	}
-	if got, want := m.Len(), 3; got != want {
-		t.Errorf("Len() = %d; want %d", got, want)
+	for i := 3*n - n/2; i < 3*n; i++ {
+		process(t, m, "g", strconv.Itoa(i), nil, true)
 	}
-	// a, the oldest, was evicted; b, c, d are held.
-	process(t, m, "g", "b", nil, true)
-	process(t, m, "g", "c", nil, true)
-	process(t, m, "g", "d", nil, true)
-	process(t, m, "g", "a", nil, false) // handled again, and evicts b
-	process(t, m, "g", "b", nil, false) // handled again, and evicts c
-	process(t, m, "g", "d", nil, true)
-	process(t, m, "g", "a", nil, true)
-	process(t, m, "g", "c", nil, false)
+	process(t, m, "g", "0", nil, false) // forgotten: handled again
 
 	// Failures do not take room.
+	before := m.Len()
 	for i := range 10 {
 		process(t, m, "g", "fail"+strconv.Itoa(i), errors.New("x"), false)
 	}
-	if got, want := m.Len(), 3; got != want {
-		t.Errorf("Len() = %d; want %d", got, want)
+	if got := m.Len(); got != before {
+		t.Errorf("after failures, Len() = %d; want %d", got, before)
 	}
-	m.mu.Lock()
-	entries := m.entryCount()
-	m.mu.Unlock()
-	if entries != 3 {
-		t.Errorf("the store holds %d entries; want 3", entries)
+	if _, flights := m.held(); flights != 0 {
+		t.Errorf("after failures, %d events are in flight; want 0", flights)
 	}
+	checkMemory(t, m)
+}
+
+// TestMemoryBoundOne checks the smallest bound: only the latest mark.
+func TestMemoryBoundOne(t *testing.T) {
+	m := NewMemory(WithMaxEntries(1))
+	process(t, m, "g", "a", nil, false)
+	process(t, m, "g", "a", nil, true)
+	process(t, m, "h", "b", nil, false)
+	process(t, m, "h", "b", nil, true)
+	process(t, m, "g", "a", nil, false)
+	if got := m.Len(); got != 1 {
+		t.Errorf("Len() = %d; want 1", got)
+	}
+	checkMemory(t, m)
 }
 
 func TestMemoryOptionPanics(t *testing.T) {
@@ -347,7 +358,9 @@ func TestMemoryConcurrentMany(t *testing.T) {
 		ids        = 500
 		rounds     = 4
 	)
-	m := NewMemory(WithMaxEntries(ids)) // no eviction: duplicates must all be caught
+	// Room for two full generations of ids: none is forgotten, so
+	// duplicates must all be caught.
+	m := NewMemory(WithMaxEntries(2 * ids))
 	var succeeded [ids]atomic.Int32
 	var inFlight [ids]atomic.Int32
 	var attempts atomic.Int64
@@ -387,6 +400,7 @@ func TestMemoryConcurrentMany(t *testing.T) {
 	if got := m.Len(); got != ids {
 		t.Errorf("Len() = %d; want %d", got, ids)
 	}
+	checkMemory(t, m)
 	t.Logf("%d handler runs for %d ids", attempts.Load(), ids)
 }
 
@@ -465,7 +479,8 @@ func TestMemoryContextCanceled(t *testing.T) {
 	})
 }
 
-// TestMemoryReuse checks that reused entries carry nothing over.
+// TestMemoryReuse checks that reused in-flight records carry nothing over,
+// and that the bookkeeping stays consistent through many generations.
 func TestMemoryReuse(t *testing.T) {
 	m := NewMemory(WithMaxEntries(2))
 	for i := range 1000 {
@@ -475,84 +490,74 @@ func TestMemoryReuse(t *testing.T) {
 		}
 		process(t, m, "g", id, nil, false)
 		process(t, m, "g", id, nil, true)
+		if i > 0 {
+			process(t, m, "g", strconv.Itoa(i-1), nil, true) // a generation of 1: i-1 is in the previous one
+		}
+		checkMemory(t, m)
+	}
+	if got := m.Len(); got != 2 {
+		t.Errorf("Len() = %d; want 2", got)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.entryCount() != 2 || m.marks != 2 || m.nfree > maxFree {
-		t.Errorf("entries %d, marks %d, free %d; want 2, 2, at most %d", m.entryCount(), m.marks, m.nfree, maxFree)
+	if len(m.free) == 0 {
+		t.Error("no in-flight record was kept for reuse")
 	}
-	n := 0
-	for e := m.head; e != nil; e = e.next {
-		if !e.processed || m.scopes[e.key.scope][e.key.id] != e {
-			t.Errorf("list entry %+v is not the processed entry of its key", e.key)
+	for _, f := range m.free {
+		if *f != (memFlight{}) {
+			t.Errorf("a released in-flight record holds %+v", *f)
 		}
-		n++
-	}
-	if n != 2 {
-		t.Errorf("list holds %d entries; want 2", n)
 	}
 }
 
-// BenchmarkMemoryProcess measures the store's own cost per event with a
-// handler that does nothing: "new" handles a stream of distinct ids with the
-// store full at its default bound (each mark evicts the oldest; the cost is
-// mostly cache misses in a 100,000-entry map), "new-small" does the same at
-// a bound of 1,000 that fits in the CPU caches, "duplicate" redelivers one
-// id, and "parallel" runs "new" from GOMAXPROCS goroutines.
-func BenchmarkMemoryProcess(b *testing.B) {
-	ctx := context.Background()
-	noop := func(context.Context) error { return nil }
-	ids := make([]string, 1<<17) // more than DefaultMaxEntries: every id is new again
-	for i := range ids {
-		ids[i] = fmt.Sprintf("0190a1b2-c3d4-7e5f-8a9b-%012d", i)
+// held counts the marks and the in-flight events of every scope.
+func (m *Memory) held() (marks, flights int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, sc := range m.scopes {
+		marks += len(sc.cur) + len(sc.prev)
+		flights += len(sc.flight)
 	}
-
-	newIDs := func(b *testing.B, m *Memory, ids []string) {
-		for _, id := range ids { // fill up to the bound
-			_, _ = m.Process(ctx, "g", id, noop)
-		}
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			if dup, err := m.Process(ctx, "g", ids[i&(len(ids)-1)], noop); dup || err != nil {
-				b.Fatalf("Process = (%t, %v); want (false, nil)", dup, err)
-			}
-			i++
-		}
-	}
-	b.Run("new", func(b *testing.B) { newIDs(b, NewMemory(), ids) })
-	b.Run("new-small", func(b *testing.B) { newIDs(b, NewMemory(WithMaxEntries(1000)), ids[:1024]) })
-
-	b.Run("duplicate", func(b *testing.B) {
-		m := NewMemory()
-		_, _ = m.Process(ctx, "g", ids[0], noop)
-		b.ReportAllocs()
-		for b.Loop() {
-			if dup, err := m.Process(ctx, "g", ids[0], noop); !dup || err != nil {
-				b.Fatalf("Process = (%t, %v); want (true, nil)", dup, err)
-			}
-		}
-	})
-
-	b.Run("parallel", func(b *testing.B) {
-		m := NewMemory()
-		var next atomic.Uint64
-		b.ReportAllocs()
-		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				i := next.Add(1)
-				_, _ = m.Process(ctx, "g", ids[i&uint64(len(ids)-1)], noop)
-			}
-		})
-	})
+	return marks, flights
 }
 
-// entryCount counts the entries of every scope; the caller holds m.mu.
-func (m *Memory) entryCount() int {
-	n := 0
-	for _, ids := range m.scopes {
-		n += len(ids)
+// remembered reports whether id has a mark in scope that Process would
+// report as a duplicate, without recording anything.
+func (m *Memory) remembered(scope, id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sc := m.scopes[scope]
+	return sc != nil && m.marked(sc, id)
+}
+
+// checkMemory checks the store's bookkeeping while no call is in progress.
+func checkMemory(t *testing.T, m *Memory) {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur, prev := 0, 0
+	for name, sc := range m.scopes {
+		if sc.name != name {
+			t.Errorf("scope %q is filed under %q", sc.name, name)
+		}
+		if len(sc.flight) != 0 {
+			t.Errorf("scope %q: %d events in flight; want 0", name, len(sc.flight))
+		}
+		for id := range sc.cur {
+			if _, ok := sc.prev[id]; ok {
+				t.Errorf("scope %q: %q is in both generations", name, id)
+			}
+		}
+		cur += len(sc.cur)
+		prev += len(sc.prev)
 	}
-	return n
+	if cur != m.curLen || prev != m.prevLen {
+		t.Errorf("generations hold %d and %d marks; counted %d and %d", cur, prev, m.curLen, m.prevLen)
+	}
+	if m.curLen > m.genCap || m.prevLen > m.genCap || m.curLen+m.prevLen > m.maxEntries {
+		t.Errorf("generations hold %d and %d marks; want at most %d each and %d together", m.curLen, m.prevLen, m.genCap, m.maxEntries)
+	}
+	if len(m.free) > maxFree {
+		t.Errorf("%d in-flight records kept for reuse; want at most %d", len(m.free), maxFree)
+	}
 }
