@@ -19,7 +19,8 @@ import (
 
 // StuckMetric is the name of the gauge of stuck flows on GET /metrics: the
 // number of flows that `choreo flows stuck` lists now. Alerting rules
-// (deploy/k8s/flows-prometheusrule.yaml) use this name.
+// (deploy/flows/prometheusrule.yaml) and checks of deployment files use
+// this name.
 const StuckMetric = "choreo_flows_stuck"
 
 // Handler serves the flow index's HTTP JSON API (see docs/FLOWS.md):

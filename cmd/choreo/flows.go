@@ -424,7 +424,11 @@ func writeStuck(w io.Writer, out *outputFlag, rep flows.StuckReport) error {
 		fmt.Fprintln(w, "No stuck flows.")
 		return nil
 	}
-	fmt.Fprintf(w, "%d stuck flows:\n\n", len(rep.Flows))
+	if len(rep.Flows) == 1 {
+		fmt.Fprint(w, "1 stuck flow:\n\n")
+	} else {
+		fmt.Fprintf(w, "%d stuck flows:\n\n", len(rep.Flows))
+	}
 	var rows []stuckRow
 	for _, f := range rep.Flows {
 		for i, r := range f.Reasons {
