@@ -194,7 +194,7 @@ func TestTraceCatalogStuckOnTheShop(t *testing.T) {
 	// reuses them for 5s, and the shop runs faster than that.
 	flowsTestHooks.viewOpts = []flows.ViewOption{flows.LearnTTL(0)}
 	t.Cleanup(func() { flowsTestHooks.viewOpts = nil })
-	url := startFlows(t, "--brokers", strings.Join(c.Seeds(), ","), "--registry", regURL, "--data-dir", t.TempDir())
+	url := startFlows(t, "--brokers", strings.Join(c.Seeds(), ","), "--registry", regURL, "--data-dir", t.TempDir(), "--database-url", "")
 	ctx := context.Background()
 
 	var ids []string

@@ -378,3 +378,42 @@ func TestOpenErrors(t *testing.T) {
 	}
 	t.Logf("unreachable PostgreSQL failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
 }
+
+// BenchmarkWrite measures index writes in batches of 5000 records (flows
+// of four events), summaries included, in each store.
+func BenchmarkWrite(b *testing.B) {
+	for _, name := range []string{"sqlite", "postgres"} {
+		b.Run(name, func(b *testing.B) {
+			var st flows.Store
+			if name == "sqlite" {
+				s, err := sqlstore.OpenSQLite(context.Background(), b.TempDir())
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				st = s
+			} else {
+				st = openPostgres(b)
+			}
+			recs := make([]flows.Record, b.N)
+			for i := range recs {
+				corr := fmt.Sprintf("c%d", i/4)
+				recs[i] = flows.Record{Topic: "orders", Partition: int32(i % 3), Offset: int64(i), Kind: flows.KindEvent,
+					EventID: fmt.Sprintf("e%d", i), Type: fmt.Sprintf("shop.Step%d", i%4), Source: "svc",
+					Time: t0.Add(time.Duration(i) * time.Millisecond), Timestamp: t0, CorrelationID: corr, Key: corr,
+					OriginalPartition: -1, OriginalOffset: -1}
+				if i%4 != 0 {
+					recs[i].CausationID = fmt.Sprintf("e%d", i-1)
+				}
+			}
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < len(recs); i += 5000 {
+				if err := st.Write(context.Background(), recs[i:min(i+5000, len(recs))]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "records/s")
+		})
+	}
+}
