@@ -28,7 +28,9 @@ func ExampleNewIndexer() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	go func() { log.Fatal(http.ListenAndServe("127.0.0.1:8080", flows.NewHandler(flows.NewView(store), flows.WithIndexer(ix)))) }()
+	go func() {
+		log.Fatal(http.ListenAndServe("127.0.0.1:8080", flows.NewHandler(flows.NewView(store), flows.WithIndexer(ix))))
+	}()
 	if err := ix.Run(ctx); err != nil {
 		log.Fatal(err)
 	}
