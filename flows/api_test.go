@@ -32,7 +32,18 @@ func apiFixture(t *testing.T) (*flows.View, flows.Store) {
 	dead := ev("pay.dlq", 0, "dead", "shop.OrderPlaced", "", "dead", "", "k2", time.Second)
 	dead.Kind, dead.Group, dead.ErrorKind, dead.ErrorMessage, dead.Attempt = flows.KindDeadLetter, "pay", "permanent", "no", 1
 	dead.FailedAt, dead.OriginalTopic, dead.OriginalPartition, dead.OriginalOffset = t0.Add(time.Second), "orders", 0, 1
+	// "redriven": dead-lettered by pay, redriven through pay.redrive and
+	// consumed there; pay then published the payment.
+	dead2 := dead
+	dead2.Offset, dead2.EventID, dead2.CorrelationID, dead2.Key, dead2.OriginalOffset = 1, "redriven", "redriven", "k4", 3
+	redrive := ev("pay.redrive", 0, "redriven", "shop.OrderPlaced", "shop", "redriven", "", "k4", 3*time.Second)
+	redrive.Kind, redrive.Group, redrive.ReplayedFrom = flows.KindRedrive, "pay", "pay.dlq/0/1"
+	placed4 := ev("orders", 0, "redriven", "shop.OrderPlaced", "shop", "redriven", "", "k4", 0)
+	placed4.Partition, dead2.OriginalPartition, dead2.OriginalOffset = 1, 1, 0
 	recs := []flows.Record{
+		placed4,
+		dead2, redrive,
+		ev("payments", 1, "paid2", "shop.PaymentRequested", "pay", "redriven", "redriven", "k4", 4*time.Second),
 		ev("orders", 0, "done", "shop.OrderPlaced", "shop", "done", "", "k1", 0),
 		ev("payments", 0, "paid", "shop.PaymentRequested", "pay", "done", "done", "k1", 10*time.Millisecond),
 		ev("orders", 1, "dead", "shop.OrderPlaced", "shop", "dead", "", "k2", time.Second),
@@ -43,8 +54,9 @@ func apiFixture(t *testing.T) (*flows.View, flows.Store) {
 		t.Fatal(err)
 	}
 	if err := st.SetGroups(context.Background(), []flows.Group{
-		{Name: "pay", State: "Empty", Topics: []string{"orders"}, Offsets: map[string]map[int32]int64{"orders": {0: 2}}, UpdatedAt: t0},
-		{Name: "ledger", State: "Stable", Members: 1, Topics: []string{"payments"}, Offsets: map[string]map[int32]int64{"payments": {0: 1}}, UpdatedAt: t0},
+		{Name: "pay", State: "Empty", Topics: []string{"orders", "pay.redrive"},
+			Offsets: map[string]map[int32]int64{"orders": {0: 2, 1: 1}, "pay.redrive": {0: 1}}, UpdatedAt: t0},
+		{Name: "ledger", State: "Stable", Members: 1, Topics: []string{"payments"}, Offsets: map[string]map[int32]int64{"payments": {0: 2}}, UpdatedAt: t0},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +102,7 @@ func TestAPI(t *testing.T) {
 	}
 	// The learned terminal type is PaymentRequested (nothing reacts to
 	// it); the threshold is the floor, 30s: "waiting" waited 10m.
-	if fmt.Sprint(status) != "map[dead:dead_letter done:completed waiting:stuck]" {
+	if fmt.Sprint(status) != "map[dead:dead_letter done:completed redriven:completed waiting:stuck]" {
 		t.Errorf("statuses: %v", status)
 	}
 	getJSON(t, u+"/api/flows?status=stuck", 200, &list)
@@ -98,11 +110,11 @@ func TestAPI(t *testing.T) {
 		t.Errorf("stuck flows: %+v", list.Flows)
 	}
 	getJSON(t, u+"/api/flows?status=completed&limit=1", 200, &list)
-	if len(list.Flows) != 1 || list.Flows[0].CorrelationID != "done" {
+	if len(list.Flows) != 1 || list.Flows[0].CorrelationID != "redriven" { // the most recent
 		t.Errorf("completed flows: %+v", list.Flows)
 	}
 	getJSON(t, u+"/api/flows?type=shop.PaymentRequested&since=1h", 200, &list)
-	if len(list.Flows) != 1 {
+	if len(list.Flows) != 2 {
 		t.Errorf("flows with a payment: %+v", list.Flows)
 	}
 
@@ -111,6 +123,10 @@ func TestAPI(t *testing.T) {
 	if len(f.Nodes) != 2 || f.Nodes[1].ParentID != "done" || f.Nodes[1].Consumers[0].Group != "ledger" ||
 		f.Nodes[1].Consumers[0].Status != "consumed" || strings.Join(f.Lanes, ",") != "shop,pay,ledger" || f.Events != 2 {
 		t.Errorf("flow done: %+v", f)
+	}
+	getJSON(t, u+"/api/flows/redriven", 200, &f)
+	if got := consumed(f.Nodes[0]); got["pay"] != "redriven" || !f.Nodes[0].Failures[0].Consumed || f.Status != flows.StatusCompleted {
+		t.Errorf("flow redriven: consumers %v, failures %+v, status %s", got, f.Nodes[0].Failures, f.Status)
 	}
 	var ev flows.EventDetail
 	getJSON(t, u+"/api/events/dead", 200, &ev)
@@ -128,21 +144,26 @@ func TestAPI(t *testing.T) {
 		t.Errorf("stuck after 1h (only the dead letter): %+v", rep)
 	}
 	getJSON(t, u+"/api/stuck?terminal=shop.OrderPlaced", 200, &rep)
-	// With OrderPlaced as the only terminal type, "done" ends too early:
-	// stalled; "waiting" is unconsumed, not stalled.
-	if len(rep.Flows) != 3 || rep.Flows[2].CorrelationID != "done" || rep.Flows[2].Reasons[0].Kind != flows.ReasonStalled ||
-		rep.Flows[0].Reasons[0].Kind != flows.ReasonUnconsumed || len(rep.Flows[0].Reasons) != 1 || rep.Criteria.TerminalLearned {
-		t.Errorf("stuck with OrderPlaced terminal: %+v", rep.Flows)
+	// With OrderPlaced as the only terminal type, "done" and "redriven"
+	// end too early: stalled; "waiting" is unconsumed, not stalled.
+	kinds := map[string]string{}
+	for _, f := range rep.Flows {
+		for _, r := range f.Reasons {
+			kinds[f.CorrelationID] += r.Kind + " "
+		}
+	}
+	if fmt.Sprint(kinds) != "map[dead:dead_letter  done:stalled  redriven:stalled  waiting:unconsumed ]" || rep.Criteria.TerminalLearned {
+		t.Errorf("stuck with OrderPlaced terminal: %v, %+v", kinds, rep.Criteria)
 	}
 	var dls flows.DeadLetterList
 	getJSON(t, u+"/api/services/pay/deadletters", 200, &dls)
-	if len(dls.DeadLetters) != 1 || dls.DeadLetters[0].Command != "choreo dlq show pay 0:0" || dls.DeadLetters[0].Redrive != "choreo dlq redrive pay 0:0" ||
-		dls.Topic != "pay.dlq" {
+	if len(dls.DeadLetters) != 2 || dls.DeadLetters[1].Command != "choreo dlq show pay 0:0" || dls.DeadLetters[1].Redrive != "choreo dlq redrive pay 0:0" ||
+		dls.Topic != "pay.dlq" || dls.DeadLetters[1].Redriven || !dls.DeadLetters[0].Redriven {
 		t.Errorf("dead letters of pay: %+v", dls)
 	}
 	var svcs []flows.ServiceInfo
 	getJSON(t, u+"/api/services", 200, &svcs)
-	if len(svcs) != 3 || svcs[2].Name != "shop" || !svcs[2].Producer || svcs[2].Group || svcs[1].DeadLetters != 1 {
+	if len(svcs) != 3 || svcs[2].Name != "shop" || !svcs[2].Producer || svcs[2].Group || svcs[1].DeadLetters != 2 {
 		t.Errorf("services: %+v", svcs)
 	}
 	var cat flows.Catalog
@@ -152,7 +173,7 @@ func TestAPI(t *testing.T) {
 	}
 	var stats flows.Stats
 	getJSON(t, u+"/api/stats", 200, &stats)
-	if stats.Records != 5 || stats.Flows != 3 || stats.Indexer == nil {
+	if stats.Records != 9 || stats.Flows != 4 || stats.Indexer == nil {
 		t.Errorf("stats: %+v", stats)
 	}
 	getJSON(t, u+"/api/groups", 200, nil)
@@ -161,7 +182,7 @@ func TestAPI(t *testing.T) {
 	}
 	metrics := getJSON(t, u+"/metrics", 200, nil)
 	for _, want := range []string{"# TYPE " + flows.StuckMetric + " gauge\n", flows.StuckMetric + " 2\n",
-		flows.StuckMetric + `_by_reason{reason="dead_letter"} 1`, "choreo_flows_index_records 5\n",
+		flows.StuckMetric + `_by_reason{reason="dead_letter"} 1`, "choreo_flows_index_records 9\n",
 		`choreo_flows_skipped_records_total{reason="no_ce_id"} 0`, "choreo_flows_stuck_threshold_seconds 30\n"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics have no %q:\n%s", want, metrics)

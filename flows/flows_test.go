@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.yaml.in/yaml/v3"
 
@@ -288,6 +289,14 @@ func TestIndexTheShop(t *testing.T) {
 		&kgo.Record{Topic: junk, Key: []byte{0xff}, Headers: []kgo.RecordHeader{{Key: "ce_id", Value: nil}, {Key: "ce_time", Value: []byte("noon")}}},
 		&kgo.Record{Topic: junk, Value: []byte{0, 0, 0}, Headers: []kgo.RecordHeader{{Key: "ce_id", Value: []byte("junk-1")}, {Key: "ce_time", Value: []byte("noon")}}},
 	).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another flow index's group (it has offsets on every topic) is not a
+	// consumer.
+	var offs kadm.Offsets
+	offs.Add(kadm.Offset{Topic: s.orders, Partition: 0, At: 0, LeaderEpoch: -1})
+	if _, err := s.cluster.Admin().CommitOffsets(ctx, flows.DefaultGroup+"-"+kafkatest.Group(t), offs); err != nil {
 		t.Fatal(err)
 	}
 

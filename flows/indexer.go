@@ -33,6 +33,7 @@ const DefaultExcludeTopics = "^_"
 // indexConfig is the Indexer's configuration, set by Options.
 type indexConfig struct {
 	group      string
+	ignore     string
 	topics     string
 	exclude    string
 	registry   *schema.Registry
@@ -51,6 +52,17 @@ type Option func(*indexConfig)
 // committed offsets are where a restarted indexer goes on; it is never
 // counted among the consumers of the topics it reads.
 func ConsumerGroup(name string) Option { return func(c *indexConfig) { c.group = name } }
+
+// DefaultIgnoreGroups are the consumer groups not counted as consumers:
+// flow indexes (the default group and any other whose name starts with it,
+// as another `choreo flows --group choreo-flows-test` makes), which read
+// every topic and react to nothing.
+const DefaultIgnoreGroups = "^" + DefaultGroup
+
+// IgnoreGroups sets the regular expression of the consumer groups not
+// counted as consumers of the topics they read (DefaultIgnoreGroups);
+// the indexer's own group is never counted. "" counts every other group.
+func IgnoreGroups(regex string) Option { return func(c *indexConfig) { c.ignore = regex } }
 
 // Topics sets the regular expression (Go syntax, matched anywhere in the
 // name, as Kafka clients do) of the topics to index. The default, ".*",
@@ -104,7 +116,7 @@ type Indexer struct {
 	cfg   indexConfig
 	codec *schema.Codec
 
-	topicsRE, excludeRE *regexp.Regexp
+	excludeRE, ignoreRE *regexp.Regexp
 
 	indexed, skipped, writeErrors, refreshes, refreshErrors, pruned atomic.Int64
 	skipReasons                                                     sync.Map // reason -> *atomic.Int64
@@ -119,7 +131,7 @@ var ErrBadTopics = errors.New("bad topic regular expression")
 
 // NewIndexer returns an indexer of the cluster conn names into store.
 func NewIndexer(conn connection.Config, store Store, opts ...Option) (*Indexer, error) {
-	cfg := indexConfig{group: DefaultGroup, topics: ".*", exclude: DefaultExcludeTopics, refresh: 5 * time.Second,
+	cfg := indexConfig{group: DefaultGroup, ignore: DefaultIgnoreGroups, topics: ".*", exclude: DefaultExcludeTopics, refresh: 5 * time.Second,
 		retention: DefaultRetention, batch: 5000, logger: slog.Default()}
 	for _, o := range opts {
 		o(&cfg)
@@ -141,9 +153,14 @@ func NewIndexer(conn connection.Config, store Store, opts ...Option) (*Indexer, 
 	}
 	cfg.prune = min(max(cfg.retention/100, time.Minute), time.Hour)
 	ix := &Indexer{conn: conn, store: store, cfg: cfg, refreshNow: make(chan chan error)}
-	var err error
-	if ix.topicsRE, err = regexp.Compile(cfg.topics); err != nil {
+	if _, err := regexp.Compile(cfg.topics); err != nil {
 		return nil, fmt.Errorf("flows: topics %q: %w: %w", cfg.topics, ErrBadTopics, err)
+	}
+	var err error
+	if cfg.ignore != "" {
+		if ix.ignoreRE, err = regexp.Compile(cfg.ignore); err != nil {
+			return nil, fmt.Errorf("flows: ignored groups %q: %w", cfg.ignore, err)
+		}
 	}
 	if cfg.exclude != "" {
 		if ix.excludeRE, err = regexp.Compile(cfg.exclude); err != nil {
@@ -339,7 +356,8 @@ func (ix *Indexer) refresh(ctx context.Context, adm *kadm.Client) error {
 	}
 	var names []string
 	for _, g := range listed.Sorted() {
-		if g.Group == ix.cfg.group || (g.ProtocolType != "" && g.ProtocolType != "consumer") {
+		if g.Group == ix.cfg.group || (ix.ignoreRE != nil && ix.ignoreRE.MatchString(g.Group)) ||
+			(g.ProtocolType != "" && g.ProtocolType != "consumer") {
 			continue
 		}
 		names = append(names, g.Group)

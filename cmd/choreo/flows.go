@@ -42,6 +42,7 @@ type flowsOptions struct {
 	exclude     string
 	retention   time.Duration
 	group       string
+	ignore      string
 	refresh     time.Duration
 }
 
@@ -97,6 +98,7 @@ index has the records: a restart goes on where it stopped.`,
 	fs.StringVar(&o.exclude, "exclude-topics", flows.DefaultExcludeTopics, "regular expression of topics not to index")
 	fs.DurationVar(&o.retention, "retention", flows.DefaultRetention, "keep a flow this long after its last event (0: for ever)")
 	fs.StringVar(&o.group, "group", flows.DefaultGroup, "the index's own consumer group")
+	fs.StringVar(&o.ignore, "ignore-groups", flows.DefaultIgnoreGroups, "regular expression of consumer groups not counted as consumers (other flow indexes)")
 	fs.DurationVar(&o.refresh, "refresh", 5*time.Second, "how often the groups' committed offsets are read")
 	_ = cmd.MarkFlagDirname("data-dir")
 	cmd.AddCommand(newFlowsStuckCmd())
@@ -110,6 +112,9 @@ func (o *flowsOptions) check() error {
 	}
 	if _, err := regexp.Compile(o.exclude); err != nil {
 		return usagef("--exclude-topics %q: not a regular expression: %v", o.exclude, err)
+	}
+	if _, err := regexp.Compile(o.ignore); err != nil {
+		return usagef("--ignore-groups %q: not a regular expression: %v", o.ignore, err)
 	}
 	if o.retention < 0 {
 		return usagef("--retention %v: want 0 (keep everything) or more", o.retention)
@@ -142,7 +147,7 @@ func runFlows(ctx context.Context, o flowsOptions, conn connection.Config, reg *
 		return err
 	}
 	defer store.Close()
-	opts := []flows.Option{flows.ConsumerGroup(o.group), flows.Topics(o.topics), flows.ExcludeTopics(o.exclude),
+	opts := []flows.Option{flows.ConsumerGroup(o.group), flows.IgnoreGroups(o.ignore), flows.Topics(o.topics), flows.ExcludeTopics(o.exclude),
 		flows.Retention(o.retention), flows.RefreshInterval(o.refresh), flows.Logger(log),
 		flows.ClientOptions(flowsTestHooks.clientOpts...)}
 	viewOpts := append([]flows.ViewOption{}, flowsTestHooks.viewOpts...)
