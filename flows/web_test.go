@@ -98,7 +98,7 @@ func get(t *testing.T, u string, status int) string {
 // attrs returns the values of an attribute in the page, in order.
 func attrs(page, name string) []string {
 	var out []string
-	for _, m := range regexp.MustCompile(`\s` + regexp.QuoteMeta(name) + `="([^"]*)"`).FindAllStringSubmatch(page, -1) {
+	for _, m := range regexp.MustCompile(`\s`+regexp.QuoteMeta(name)+`="([^"]*)"`).FindAllStringSubmatch(page, -1) {
 		out = append(out, m[1])
 	}
 	return out
@@ -142,13 +142,13 @@ func TestPage(t *testing.T) {
 
 	// Bad input: a 400 page saying what is wrong.
 	for q, want := range map[string]string{
-		"status=bogus":                      `status &#34;bogus&#34;: want running, completed, stuck or dead_letter`,
-		"limit=0":                           `limit &#34;0&#34;: want a number from 1 to 1000`,
-		"limit=1001":                        `want a number from 1 to 1000`,
-		"since=yesterday":                   `since &#34;yesterday&#34;: want an RFC 3339 time or a duration such as 1h`,
-		"colour=red":                        `unknown parameter &#34;colour&#34;: this page takes status, type, service, key, since, limit`,
-		"key=a&key=b":                       `parameter &#34;key&#34; is given 2 times`,
-		"type=" + strings.Repeat("x", 300):  `type is 300 bytes long: at most 256`,
+		"status=bogus":                       `status &#34;bogus&#34;: want running, completed, stuck or dead_letter`,
+		"limit=0":                            `limit &#34;0&#34;: want a number from 1 to 1000`,
+		"limit=1001":                         `want a number from 1 to 1000`,
+		"since=yesterday":                    `since &#34;yesterday&#34;: want an RFC 3339 time or a duration such as 1h`,
+		"colour=red":                         `unknown parameter &#34;colour&#34;: this page takes status, type, service, key, since, limit`,
+		"key=a&key=b":                        `parameter &#34;key&#34; is given 2 times`,
+		"type=" + strings.Repeat("x", 300):   `type is 300 bytes long: at most 256`,
 		"service=" + url.QueryEscape("a\nb"): `service &#34;a\nb&#34; is not printable text`,
 	} {
 		page := get(t, u+"/?"+q, 400)
