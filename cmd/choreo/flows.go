@@ -102,6 +102,9 @@ index has the records: a restart goes on where it stopped.`,
 	fs.DurationVar(&o.refresh, "refresh", 5*time.Second, "how often the groups' committed offsets are read")
 	_ = cmd.MarkFlagDirname("data-dir")
 	cmd.AddCommand(newFlowsStuckCmd())
+	// flows runs itself and holds a subcommand: cobra's own usage, which
+	// shows both lines (the root's shows only "[command]" for groups).
+	cmd.SetUsageTemplate((&cobra.Command{}).UsageTemplate())
 	return cmd
 }
 
