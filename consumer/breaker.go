@@ -13,46 +13,45 @@ import (
 )
 
 // Breaker configures the circuit breaker of a route (a topic and an event
-// type). The breaker counts the route's handler attempts that fail with a
-// retryable error (choreo.KindRetryable, a handler timeout, a schema
-// registry that cannot be reached) against those that succeed. Once they
-// pass a threshold it opens: the route's records wait, uncommitted and
+// type). The breaker looks at the route's latest first attempts: each
+// record of the source topic counts once, at its first handler attempt,
+// as a failure if that fails with a retryable error (choreo.KindRetryable,
+// a handler timeout, a schema registry that cannot be reached, a database
+// that refuses connections) and as a success if it succeeds. Once
+// FailureRatio of the last Window of them failed (with at least
+// MinAttempts counted) it opens: the route's records wait, uncommitted and
 // not counted as attempts (nothing is forwarded to a retry topic or
 // dead-lettered for the outage), and fetching the route's topic is paused.
 // After CoolDown it lets Probes attempts through (half-open): if they
 // succeed it closes and consumption resumes; if one fails it opens again.
 //
-// Only attempts at records of the source topic, and probes, are counted.
 // Permanent errors (decode and schema errors, choreo.Permanent, panics)
-// and duplicates are not, so a poison record never opens a breaker; nor
-// are failures of records from retry topics, which failed before and
-// say more about themselves than about a dependency (they still wait
-// while the breaker is open).
+// and duplicates are not counted, so poison never opens a breaker; nor are
+// records from retry topics, which failed before, nor a record's retries:
+// a record votes once, so a few records that fail on their own, even a
+// backlog's tail of them, cannot outvote the rest.
 //
-// A probe is a real attempt. A probe that fails waits for the next
-// cool-down like the rest, at the back of the line; a record that has
-// failed as the probe as many times as the retry policy's MaxAttempts
-// goes on as without a breaker (to a retry topic or the dead-letter
-// topic), so that records that fail on their own cannot hold a route
-// forever.
+// The waiting records form a line, and the half-open breaker picks its
+// probes from it: those with the fewest attempts, longest waiting first.
+// A probe is a real attempt. One that fails with attempts left opens the
+// breaker again and waits at the back of the line; one that fails its
+// last attempt is taken to have failed on its own account: it goes on as
+// without a breaker (to a retry topic or the dead-letter topic), and the
+// next probe goes at once. So records that fail whatever the dependency
+// does (a bad deploy) still drain, while in an outage the probes are
+// records with attempts to spare.
 //
-// A zero field takes its default; a negative ConsecutiveFailures or
-// FailureRatio turns that rule off.
+// A zero field takes its default.
 type Breaker struct {
-	// ConsecutiveFailures opens the breaker after this many failed
-	// attempts in a row (default 10).
-	ConsecutiveFailures int
-	// FailureRatio opens it once this share of the attempts within Window
-	// failed (default 0.5), counted only when there were at least
-	// MinAttempts of them (default 20).
+	// Window is how many of the route's latest counted attempts the
+	// breaker looks at (default 40).
+	Window int
+	// FailureRatio opens the breaker once this share of the window failed
+	// (default 0.5), counted only once the window holds at least
+	// MinAttempts (default 20). With the defaults, 20 records failing in
+	// a row open it.
 	FailureRatio float64
 	MinAttempts  int
-	// Window is the rolling window the counts are kept over (default 1
-	// minute, or twice HandlerTimeout if that is longer). It must be
-	// longer than HandlerTimeout: the failure of an attempt that started
-	// longer ago than Window is not counted, and an attempt against a
-	// dependency that hangs fails only at its deadline.
-	Window time.Duration
 	// CoolDown is how long the breaker stays open before it lets a probe
 	// through (default 15s).
 	CoolDown time.Duration
@@ -65,13 +64,11 @@ type Breaker struct {
 }
 
 // The default breaker settings: conservative, so that a few bad records
-// do not pause a route, while an outage pauses it within a second or so
-// of traffic.
+// do not pause a route, while an outage pauses it after 20 records.
 const (
-	defaultBreakerConsecutive = 10
+	defaultBreakerWindow      = 40
 	defaultBreakerRatio       = 0.5
 	defaultBreakerMinAttempts = 20
-	defaultBreakerWindow      = time.Minute
 	defaultBreakerCoolDown    = 15 * time.Second
 	defaultBreakerProbes      = 1
 )
@@ -109,22 +106,19 @@ func (c *config) breakerFor(topic, eventType string) Breaker {
 	if !ok {
 		b = c.breaker
 	}
-	return b.withDefaults(c.handlerTimeout)
+	return b.withDefaults()
 }
 
 // withDefaults fills in b's zero fields.
-func (b Breaker) withDefaults(handlerTimeout time.Duration) Breaker {
-	if b.ConsecutiveFailures == 0 {
-		b.ConsecutiveFailures = defaultBreakerConsecutive
+func (b Breaker) withDefaults() Breaker {
+	if b.Window == 0 {
+		b.Window = defaultBreakerWindow
 	}
 	if b.FailureRatio == 0 {
 		b.FailureRatio = defaultBreakerRatio
 	}
 	if b.MinAttempts == 0 {
-		b.MinAttempts = defaultBreakerMinAttempts
-	}
-	if b.Window == 0 {
-		b.Window = max(defaultBreakerWindow, 2*handlerTimeout)
+		b.MinAttempts = min(defaultBreakerMinAttempts, b.Window)
 	}
 	if b.CoolDown == 0 {
 		b.CoolDown = defaultBreakerCoolDown
@@ -136,21 +130,19 @@ func (b Breaker) withDefaults(handlerTimeout time.Duration) Breaker {
 }
 
 // validate checks settings with their defaults filled in.
-func (b Breaker) validate(handlerTimeout time.Duration) error {
+func (b Breaker) validate() error {
 	if b.Off {
 		return nil
 	}
 	switch {
-	case b.FailureRatio > 1:
-		return fmt.Errorf("failure ratio %v: want at most 1 (or negative for no ratio rule)", b.FailureRatio)
-	case b.ConsecutiveFailures < 0 && b.FailureRatio < 0:
-		return errors.New("neither consecutive failures nor a failure ratio can open it: set Off instead")
-	case b.MinAttempts < 0:
-		return fmt.Errorf("min attempts %d: want at least 1", b.MinAttempts)
-	case b.Window < 0 || b.CoolDown < 0:
-		return errors.New("negative window or cool-down")
-	case b.Window <= handlerTimeout:
-		return fmt.Errorf("window %v: want more than the handler timeout %v (an attempt that fails at its deadline must still count)", b.Window, handlerTimeout)
+	case b.Window < 0:
+		return fmt.Errorf("window %d: want at least 1", b.Window)
+	case b.FailureRatio <= 0 || b.FailureRatio > 1:
+		return fmt.Errorf("failure ratio %v: want more than 0 and at most 1", b.FailureRatio)
+	case b.MinAttempts < 0 || b.MinAttempts > b.Window:
+		return fmt.Errorf("min attempts %d: want 1 to the window, %d", b.MinAttempts, b.Window)
+	case b.CoolDown < 0:
+		return errors.New("negative cool-down")
 	case b.Probes < 0:
 		return fmt.Errorf("probes %d: want at least 1", b.Probes)
 	}
@@ -159,27 +151,103 @@ func (b Breaker) validate(handlerTimeout time.Duration) error {
 
 // validateBreakers checks the consumer's and every route's breaker.
 func (c *config) validateBreakers() error {
-	if err := c.breaker.withDefaults(c.handlerTimeout).validate(c.handlerTimeout); err != nil {
+	if err := c.breaker.withDefaults().validate(); err != nil {
 		return fmt.Errorf("circuit breaker: %w", err)
 	}
 	for r, b := range c.routeBreakers {
-		if err := b.withDefaults(c.handlerTimeout).validate(c.handlerTimeout); err != nil {
+		if err := b.withDefaults().validate(); err != nil {
 			return fmt.Errorf("circuit breaker of %s: %w", r, err)
 		}
 	}
 	return nil
 }
 
-// readyToTrip returns gobreaker's trip rule for b.
-func (b Breaker) readyToTrip() func(gobreaker.Counts) bool {
-	return func(n gobreaker.Counts) bool {
-		if b.ConsecutiveFailures > 0 && n.ConsecutiveFailures >= uint32(b.ConsecutiveFailures) {
-			return true
-		}
-		counted := n.TotalSuccesses + n.TotalFailures
-		return b.FailureRatio > 0 && counted >= uint32(b.MinAttempts) &&
-			float64(n.TotalFailures) >= b.FailureRatio*float64(counted)
+// window holds the outcomes of the route's latest first attempts, in the
+// order the attempts started, not the order they ended: at the end of a
+// backlog the records still failing are the slow ones, and counting them
+// as they end would let a tail of a few bad records fill the window.
+type window struct {
+	slots    []slot // ring indexed by sequence number modulo its length
+	next     uint64 // sequence number of the next attempt
+	base     uint64 // attempts started before base are forgotten (reset)
+	known    int    // slots with an outcome
+	failures int    // of those, failures
+}
+
+// slot is one attempt's place in the window.
+type slot struct {
+	seq   uint64
+	state uint8 // slotEmpty, slotPending, slotOK, slotFailed
+}
+
+const (
+	slotEmpty uint8 = iota
+	slotPending
+	slotOK
+	slotFailed
+)
+
+func newWindow(size int) *window { return &window{slots: make([]slot, size)} }
+
+// start takes a place for an attempt that is starting and returns its
+// sequence number (plus one, so that zero means none).
+func (w *window) start() uint64 {
+	seq := w.next
+	w.next++
+	s := &w.slots[seq%uint64(len(w.slots))]
+	w.drop(s)
+	*s = slot{seq: seq, state: slotPending}
+	return seq + 1
+}
+
+// end records the outcome of the attempt that took place ref: failed, or
+// not counted at all (neutral). An attempt that has left the window, or
+// started before a reset, is ignored.
+func (w *window) end(ref uint64, failed, neutral bool) {
+	if ref == 0 || ref-1 < w.base {
+		return
 	}
+	seq := ref - 1
+	s := &w.slots[seq%uint64(len(w.slots))]
+	if s.seq != seq || s.state != slotPending {
+		return
+	}
+	switch {
+	case neutral:
+		s.state = slotEmpty
+	case failed:
+		s.state = slotFailed
+		w.known++
+		w.failures++
+	default:
+		s.state = slotOK
+		w.known++
+	}
+}
+
+// drop forgets the outcome in s.
+func (w *window) drop(s *slot) {
+	switch s.state {
+	case slotFailed:
+		w.failures--
+		w.known--
+	case slotOK:
+		w.known--
+	}
+	s.state = slotEmpty
+}
+
+// reset forgets every outcome, and the attempts under way.
+func (w *window) reset() {
+	for i := range w.slots {
+		w.drop(&w.slots[i])
+	}
+	w.base = w.next
+}
+
+// trips reports whether the window's failures open the breaker.
+func (w *window) trips(cfg Breaker) bool {
+	return w.known >= cfg.MinAttempts && float64(w.failures) >= cfg.FailureRatio*float64(w.known)
 }
 
 // What an attempt reports to its breaker: nil for a success, errFailure
@@ -199,6 +267,11 @@ const waitBreaker = time.Duration(1<<63 - 1)
 // breaker is the circuit breaker of one route in a Run: sony/gobreaker's
 // two-step breaker, the lanes waiting for it, and what a state change
 // does (log line, metric, span event, pausing the topic).
+//
+// The waiting lanes form a line. When the breaker turns half-open it
+// picks the probes itself, from the front of the line (Probes of them),
+// rather than letting released lanes race for the slots: a probe that
+// fails goes to the back, so probes rotate over the waiting records.
 type breaker struct {
 	rt    *runtime
 	route routeName
@@ -210,24 +283,35 @@ type breaker struct {
 	// with its own lock held) knows the delivery that caused the change
 	// and may touch the fields below.
 	mu      sync.Mutex
-	cause   *delivery // the delivery whose call into cb is under way
-	wakes   uint64    // times the waiting lanes were released
-	waiting []*lane   // lanes whose head waits for a state change
-	release []*lane   // released lanes to put back in line once mu is unlocked
+	cause   *delivery          // the delivery whose call into cb is under way
+	counts  *window            // the latest counted attempts
+	wakes   uint64             // times waiting lanes were released
+	waiting []waiter           // lanes whose head waits, in the order they came
+	chosen  map[*delivery]bool // the half-open breaker's probes, released and not yet let through
+	release []*lane            // released lanes to put back in line once mu is unlocked
+	paused  bool               // this breaker paused its topic
 	timer   *time.Timer
 	stopped bool
 }
 
+// waiter is a lane waiting for the breaker, and its head delivery.
+type waiter struct {
+	l *lane
+	d *delivery
+}
+
 // newBreaker makes the breaker of a route for rt.
 func newBreaker(rt *runtime, route routeName, cfg Breaker) *breaker {
-	b := &breaker{rt: rt, route: route, cfg: cfg}
+	b := &breaker{rt: rt, route: route, cfg: cfg, chosen: map[*delivery]bool{}, counts: newWindow(cfg.Window)}
+	// gobreaker keeps the state, the cool-down and the half-open probes;
+	// the trip rule reads the window of first attempts, which settle
+	// fills (gobreaker calls it with b.mu held, as every call into cb
+	// holds it).
 	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:          route.String(),
 		MaxRequests:   uint32(cfg.Probes),
-		Interval:      cfg.Window,
-		BucketPeriod:  cfg.Window / 10,
 		Timeout:       cfg.CoolDown,
-		ReadyToTrip:   cfg.readyToTrip(),
+		ReadyToTrip:   func(gobreaker.Counts) bool { return b.counts.trips(b.cfg) },
 		OnStateChange: b.changed,
 		IsExcluded:    func(err error) bool { return err == errNeutral },
 	})
@@ -237,20 +321,31 @@ func newBreaker(rt *runtime, route routeName, cfg Breaker) *breaker {
 
 // allow asks whether d may make an attempt now. If so, d.settle holds the
 // function that reports its result (see settle); if not, d waits (wait).
+// While the breaker is half-open with probes chosen, only they may try.
 // A nil breaker allows everything.
 func (b *breaker) allow(d *delivery) bool {
 	if b == nil {
 		return true
 	}
 	b.mu.Lock()
-	b.cause = d
-	done, err := b.cb.Allow()
-	b.cause = nil
-	if err == nil {
-		d.settle = done
-		d.probe = tracing.CircuitState(b.state.Load()) == tracing.CircuitHalfOpen
-		if d.probe {
-			tracing.RecordCircuit(d.ctx, "half-open", "half-open") // this record is the probe
+	var err error
+	if len(b.chosen) > 0 && !b.chosen[d] {
+		err = gobreaker.ErrTooManyRequests // the chosen probes go first
+	} else {
+		delete(b.chosen, d)
+		var done func(error)
+		b.cause = d
+		done, err = b.cb.Allow()
+		b.cause = nil
+		if err == nil {
+			if d.origin == nil && d.attempt == 0 {
+				d.slot = b.counts.start() // a first attempt: it votes
+			}
+			d.settle = done
+			d.probe = tracing.CircuitState(b.state.Load()) == tracing.CircuitHalfOpen
+			if d.probe {
+				tracing.RecordCircuit(d.ctx, "half-open", "half-open") // this record is the probe
+			}
 		}
 	}
 	d.wake = b.wakes
@@ -261,24 +356,36 @@ func (b *breaker) allow(d *delivery) bool {
 }
 
 // settle reports the result of d's attempt (nil, errFailure or errNeutral)
-// and whether the breaker is closed after it. A failure of a record from a
-// retry topic counts only when it was the probe (see Breaker). A nil
-// breaker is always closed.
+// and whether the breaker is closed after it. The window counts the first
+// attempt of a record of the source topic; a probe's failure counts if
+// the record had attempts left (see Breaker). A nil breaker is always
+// closed.
 func (b *breaker) settle(d *delivery, result error) (closed bool) {
 	if b == nil {
 		return true
 	}
-	if result == errFailure && d.origin != nil && !d.probe {
-		result = errNeutral
+	first := d.slot != 0
+	switch {
+	case result != errFailure:
+	case d.probe:
+		if d.attempt >= b.rt.c.cfg.retry.MaxAttempts {
+			result = errNeutral // its last attempt: its own failure
+		}
+	case !first:
+		result = errNeutral // a retry, or a record from a retry topic
 	}
 	b.mu.Lock()
+	if first {
+		b.counts.end(d.slot, result == errFailure, result == errNeutral)
+		d.slot = 0
+	}
 	if done := d.settle; done != nil {
 		d.settle = nil
 		b.cause = d
 		done(result)
 		b.cause = nil
-		if result == errNeutral && tracing.CircuitState(b.state.Load()) == tracing.CircuitHalfOpen {
-			b.releaseLocked() // the probe said nothing: let another through
+		if result == errNeutral && d.probe && tracing.CircuitState(b.state.Load()) == tracing.CircuitHalfOpen {
+			b.chooseLocked(1) // the probe said nothing: the next one in line
 		}
 	}
 	closed = tracing.CircuitState(b.state.Load()) == tracing.CircuitClosed
@@ -289,9 +396,9 @@ func (b *breaker) settle(d *delivery, result error) (closed bool) {
 	return closed
 }
 
-// wait parks lane l, whose head d was not let through, until the
-// breaker's state changes; if it changed since d asked, l goes back in
-// line at once.
+// wait parks lane l, whose head d was not let through, at the back of the
+// line until the breaker releases it; if the breaker released lanes since
+// d asked, l goes back in line at once.
 func (b *breaker) wait(l *lane, d *delivery) {
 	b.mu.Lock()
 	if b.wakes != d.wake || b.stopped {
@@ -299,8 +406,25 @@ func (b *breaker) wait(l *lane, d *delivery) {
 		b.rt.putBack([]*lane{l})
 		return
 	}
-	b.waiting = append(b.waiting, l)
+	b.waiting = append(b.waiting, waiter{l, d})
 	b.mu.Unlock()
+}
+
+// dropped is told that d, which may have been chosen as a probe, was
+// dropped without an attempt (its partition was given up): another probe
+// is chosen in its place.
+func (b *breaker) dropped(d *delivery) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	if b.chosen[d] {
+		delete(b.chosen, d)
+		b.chooseLocked(1)
+	}
+	rel := b.takeRelease()
+	b.mu.Unlock()
+	b.rt.putBack(rel)
 }
 
 // wakeAll puts every waiting lane back in line: partitions are being given
@@ -327,12 +451,55 @@ func (b *breaker) stop() {
 	b.rt.putBack(rel)
 }
 
-// releaseLocked moves the waiting lanes to the release list, in the order
-// they came, so the next probe is the record that waited longest.
+// releaseLocked releases every waiting lane, in the order they came, and
+// forgets the chosen probes.
 func (b *breaker) releaseLocked() {
 	b.wakes++
-	b.release = append(b.release, b.waiting...)
+	for _, w := range b.waiting {
+		b.release = append(b.release, w.l)
+	}
 	b.waiting = nil
+	clear(b.chosen)
+}
+
+// chooseLocked releases up to n lanes from the line as the half-open
+// breaker's probes: those whose records have had the fewest attempts,
+// the longest waiting first. With none waiting, the next records to come
+// may probe: fetching resumes.
+func (b *breaker) chooseLocked(n int) {
+	if len(b.waiting) == 0 {
+		b.resumeLocked()
+		return
+	}
+	b.wakes++
+	for ; n > 0 && len(b.waiting) > 0; n-- {
+		best := 0
+		for i, w := range b.waiting {
+			if w.d.attempt < b.waiting[best].d.attempt {
+				best = i
+			}
+		}
+		w := b.waiting[best]
+		b.waiting = append(b.waiting[:best], b.waiting[best+1:]...)
+		b.chosen[w.d] = true
+		b.release = append(b.release, w.l)
+	}
+}
+
+// pauseLocked and resumeLocked pause and resume fetching the route's
+// topic, once each.
+func (b *breaker) pauseLocked() {
+	if !b.paused {
+		b.paused = true
+		b.rt.pauseTopic(b.route.topic)
+	}
+}
+
+func (b *breaker) resumeLocked() {
+	if b.paused {
+		b.paused = false
+		b.rt.resumeTopic(b.route.topic)
+	}
 }
 
 // takeRelease returns the lanes to put back in line; mu must be held.
@@ -343,8 +510,8 @@ func (b *breaker) takeRelease() []*lane {
 }
 
 // tick runs when the cool-down has passed: reading the state moves the
-// breaker to half-open (gobreaker moves it lazily), which releases the
-// waiting lanes for the probe.
+// breaker to half-open (gobreaker moves it lazily), which chooses the
+// probes.
 func (b *breaker) tick() {
 	b.mu.Lock()
 	if b.stopped {
@@ -376,7 +543,8 @@ func (b *breaker) changed(_ string, from, to gobreaker.State) {
 	case gobreaker.StateOpen:
 		log.WarnContext(ctx, "circuit breaker open: the route's handler keeps failing; its records wait, uncommitted and not counted as attempts, and fetching its topic is paused",
 			"cool_down", b.cfg.CoolDown)
-		rt.pauseTopic(b.route.topic)
+		clear(b.chosen)
+		b.pauseLocked()
 		if b.timer != nil {
 			b.timer.Stop()
 		}
@@ -384,14 +552,12 @@ func (b *breaker) changed(_ string, from, to gobreaker.State) {
 			b.timer = time.AfterFunc(b.cfg.CoolDown, b.tick)
 		}
 	case gobreaker.StateHalfOpen:
-		log.InfoContext(ctx, "circuit breaker half-open: letting a probe through", "probes", b.cfg.Probes)
-		rt.resumeTopic(b.route.topic)
-		b.releaseLocked()
+		log.InfoContext(ctx, "circuit breaker half-open: letting a probe through", "probes", b.cfg.Probes, "waiting", len(b.waiting))
+		b.chooseLocked(b.cfg.Probes)
 	case gobreaker.StateClosed:
 		log.InfoContext(ctx, "circuit breaker closed: the route's records are handled again")
-		if from == gobreaker.StateOpen {
-			rt.resumeTopic(b.route.topic)
-		}
+		b.counts.reset()
+		b.resumeLocked()
 		b.releaseLocked()
 	}
 }

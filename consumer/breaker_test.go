@@ -78,7 +78,8 @@ func TestCircuitBreakerHoldsRecordsThroughAnOutage(t *testing.T) {
 	group := kafkatest.Group(t)
 	const (
 		concurrency = 8
-		threshold   = 10 // the default ConsecutiveFailures
+		threshold   = 20 // records failing in a row open the default breaker (Window 40, ratio 0.5)
+		attempts    = 3  // each may be tried this often before
 		coolDown    = 300 * time.Millisecond
 	)
 	outage := outageLength()
@@ -171,12 +172,13 @@ func TestCircuitBreakerHoldsRecordsThroughAnOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// At most the threshold plus what was in flight when it tripped, then
-	// one probe per cool-down (and one for timer slack).
-	bound := int64(threshold + concurrency + int(outage/coolDown) + 2)
+	// At most the threshold's records with their retries, plus what was
+	// in flight when it opened, then one probe per cool-down (and one for
+	// timer slack).
+	bound := int64(threshold*attempts + concurrency + int(outage/coolDown) + 2)
 	if calls > bound {
-		t.Errorf("%d handler calls during a %v outage; want at most %d (threshold %d + %d in flight + a probe per %v)",
-			calls, outage, bound, threshold, concurrency, coolDown)
+		t.Errorf("%d handler calls during a %v outage; want at most %d (%d records × %d attempts + %d in flight + a probe per %v)",
+			calls, outage, bound, threshold, attempts, concurrency, coolDown)
 	}
 	s := c.Stats()
 	if s.Forwarded != 0 {
@@ -225,7 +227,7 @@ func TestCircuitBreakerHoldsRecordsThroughAnOutage(t *testing.T) {
 func TestCircuitBreakerIgnoresPermanentFailures(t *testing.T) {
 	h := newHarness(t, 2)
 	group := kafkatest.Group(t)
-	c := h.consumer(group, consumer.CircuitBreaker(consumer.Breaker{ConsecutiveFailures: 2, MinAttempts: 2}))
+	c := h.consumer(group, consumer.CircuitBreaker(consumer.Breaker{Window: 2}))
 	consumer.Handle(c, h.topic, behaviour)
 	const n = 40
 	ctx := context.Background()
@@ -260,7 +262,7 @@ func TestRouteCircuitBreakerOff(t *testing.T) {
 	h := newHarness(t, 1)
 	group := kafkatest.Group(t)
 	typ := OrderPlaced{}.AvroSchema().FullName()
-	c := h.consumer(group, consumer.CircuitBreaker(consumer.Breaker{ConsecutiveFailures: 1}),
+	c := h.consumer(group, consumer.CircuitBreaker(consumer.Breaker{Window: 1}),
 		consumer.RouteCircuitBreaker(h.topic, typ, consumer.Breaker{Off: true}),
 		consumer.BlockingRetries(), consumer.Retry(consumer.RetryPolicy{MaxAttempts: 2, InitialInterval: time.Millisecond, Multiplier: 1}))
 	consumer.Handle(c, h.topic, behaviour)
@@ -292,8 +294,8 @@ func TestCircuitBreakerSettingsChecked(t *testing.T) {
 		want string
 	}{
 		{"ratio over 1", consumer.CircuitBreaker(consumer.Breaker{FailureRatio: 1.5}), "failure ratio"},
-		{"no rule", consumer.CircuitBreaker(consumer.Breaker{ConsecutiveFailures: -1, FailureRatio: -1}), "set Off"},
-		{"window under the handler timeout", consumer.CircuitBreaker(consumer.Breaker{Window: time.Second}), "handler timeout"},
+		{"negative ratio", consumer.CircuitBreaker(consumer.Breaker{FailureRatio: -1}), "failure ratio"},
+		{"min attempts over the window", consumer.CircuitBreaker(consumer.Breaker{Window: 5, MinAttempts: 6}), "min attempts"},
 		{"route", consumer.RouteCircuitBreaker("orders", "shop.OrderPlaced", consumer.Breaker{Probes: -1}), "orders/shop.OrderPlaced"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -306,8 +308,8 @@ func TestCircuitBreakerSettingsChecked(t *testing.T) {
 	if _, err := consumer.New(conn, reg, "g", consumer.CircuitBreaker(consumer.Breaker{Off: true, FailureRatio: 7})); err != nil {
 		t.Errorf("an Off breaker's other fields are not checked: %v", err)
 	}
-	if _, err := consumer.New(conn, reg, "g", consumer.HandlerTimeout(2*time.Minute)); err != nil {
-		t.Errorf("default window with a long handler timeout: %v; want it to follow the timeout", err)
+	if _, err := consumer.New(conn, reg, "g", consumer.CircuitBreaker(consumer.Breaker{Window: 5})); err != nil {
+		t.Errorf("a window under the default min attempts: %v; want min attempts to follow it", err)
 	}
 }
 
@@ -318,7 +320,7 @@ func TestCircuitBreakerSettingsChecked(t *testing.T) {
 func TestCircuitBreakerLetsFailingRecordsGo(t *testing.T) {
 	h := newHarness(t, 2)
 	group := kafkatest.Group(t)
-	c := h.consumer(group, consumer.CircuitBreaker(consumer.Breaker{ConsecutiveFailures: 3, CoolDown: 50 * time.Millisecond}),
+	c := h.consumer(group, consumer.CircuitBreaker(consumer.Breaker{Window: 3, CoolDown: 50 * time.Millisecond}),
 		consumer.BlockingRetries(), consumer.Retry(consumer.RetryPolicy{MaxAttempts: 2, InitialInterval: time.Millisecond, Multiplier: 1}))
 	consumer.Handle(c, h.topic, behaviour)
 	const n = 12

@@ -142,14 +142,11 @@ func (rt *runtime) handle(d *delivery) (done bool, retryIn time.Duration) {
 	}
 	probe := d.probe
 	if !br.settle(d, errFailure) {
-		if probe {
-			d.probeFails++
-		}
 		// The breaker is open (this failure may have opened it) or its
 		// probe is under way: rather than spend its attempts against a
 		// dependency that is down, the record waits for it; unless it
-		// failed as the probe too often to blame the dependency alone.
-		if !probe || d.probeFails < c.cfg.retry.MaxAttempts {
+		// was the probe and this was its last attempt (see Breaker).
+		if !probe || d.attempt < c.cfg.retry.MaxAttempts {
 			c.stats.retried.Add(1)
 			tracing.RecordRetry(d.ctx, d.attempt, err)
 			c.log.DebugContext(d.ctx, "handler failed; waiting for the circuit breaker", "topic", d.rec.Topic, "partition", d.rec.Partition,

@@ -62,10 +62,10 @@ type delivery struct {
 	first   time.Time                   // first failure
 	backoff *backoff.ExponentialBackOff // in-process retry delays, from the first retry on
 
-	settle     func(error) // reports the attempt under way to the route's breaker (breaker.go)
-	wake       uint64      // the breaker's wake count when it last answered for d
-	probe      bool        // the attempt under way is the half-open breaker's probe
-	probeFails int         // attempts that failed as the probe
+	settle func(error) // reports the attempt under way to the route's breaker (breaker.go)
+	wake   uint64      // the breaker's wake count when it last answered for d
+	probe  bool        // the attempt under way is the half-open breaker's probe
+	slot   uint64      // its first attempt's place in the breaker's window, 0 when none
 
 	tier          int           // retry tier the record came from; 0 for a source topic
 	priorAttempts int           // attempts before this delivery (from choreo-attempt)
