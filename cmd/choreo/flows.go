@@ -44,6 +44,9 @@ type flowsOptions struct {
 	group       string
 	ignore      string
 	refresh     time.Duration
+	// the web page (flowsweb.go)
+	allowRedrive bool
+	registryURL  string
 }
 
 func newFlowsCmd() *cobra.Command {
@@ -79,6 +82,7 @@ index has the records: a restart goes on where it stopped.`,
 			if err := o.check(); err != nil {
 				return err
 			}
+			o.registryURL = reg.url
 			var r *schema.Registry
 			if strings.TrimSpace(reg.url) != "" {
 				if r, err = reg.client(); err != nil {
@@ -100,6 +104,7 @@ index has the records: a restart goes on where it stopped.`,
 	fs.StringVar(&o.group, "group", flows.DefaultGroup, "the index's own consumer group")
 	fs.StringVar(&o.ignore, "ignore-groups", flows.DefaultIgnoreGroups, "regular expression of consumer groups not counted as consumers (other flow indexes)")
 	fs.DurationVar(&o.refresh, "refresh", 5*time.Second, "how often the groups' committed offsets are read")
+	fs.BoolVar(&o.allowRedrive, "allow-redrive", false, allowRedriveUsage)
 	_ = cmd.MarkFlagDirname("data-dir")
 	cmd.AddCommand(newFlowsStuckCmd())
 	// flows runs itself and holds a subcommand: cobra's own usage, which
@@ -174,16 +179,13 @@ func runFlows(ctx context.Context, o flowsOptions, conn connection.Config, reg *
 	mux.Handle("/api/", api)
 	mux.Handle("/metrics", api)
 	mux.Handle("/healthz", api)
-	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprint(w, flowsIndexText)
-	})
+	mux.Handle("/", flowsPage(api.View(), o, conn, log))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	url := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "choreo flows: indexing %s into %s\n", strings.Join(conn.Brokers, ","), where)
-	fmt.Fprintf(stdout, "choreo flows: API on %s (choreo trace, catalog and flows stuck: --flows %s or %s=%s)\n", url, url, envFlowsURL, url)
+	fmt.Fprintf(stdout, "choreo flows: web page and API on %s (choreo trace, catalog and flows stuck: --flows %s or %s=%s)\n", url, url, envFlowsURL, url)
 
 	ictx, stop := context.WithCancel(ctx)
 	defer stop()
