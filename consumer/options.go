@@ -251,7 +251,11 @@ func DeadLetterTopic(name string) Option { return func(c *config) { c.deadLetter
 func NoProvisioning() Option { return func(c *config) { c.provision = false } }
 
 // RedactHeaders replaces the values of these headers (case-insensitive
-// names, e.g. "authorization") in dead letters with "[redacted]".
+// names, e.g. "authorization") with "[redacted]" in dead letters and in
+// the records forwarded to retry topics, so that a secret a record carries
+// is stored in neither. A handler therefore sees "[redacted]" in such a
+// header when it handles a record again from a retry topic. ce_id and
+// ce_type are kept in forwards (the retried record needs them).
 func RedactHeaders(names ...string) Option {
 	return func(c *config) { c.redact = append(c.redact, names...) }
 }

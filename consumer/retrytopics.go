@@ -133,6 +133,9 @@ func (rt *runtime) forward(d *delivery, cause error, tier int) bool {
 		// The toolkit's headers are written anew below, except the
 		// lineage of a redriven record, which a later dead letter keeps.
 		if !strings.HasPrefix(h.Key, "choreo-") || h.Key == choreo.HeaderRedriveCount || h.Key == choreo.HeaderReplayedFrom {
+			if c.redacts(h.Key) {
+				h.Value = []byte(dlq.Redacted) // a secret is stored in no retry topic either
+			}
 			rec.Headers = append(rec.Headers, h)
 		}
 	}
@@ -160,4 +163,20 @@ func (rt *runtime) forward(d *delivery, cause error, tier int) bool {
 	c.log.InfoContext(d.ctx, "event forwarded to retry topic", "topic", d.rec.Topic, "partition", d.rec.Partition,
 		"offset", d.rec.Offset, "retry_topic", topic, "attempt", attempts, "not_before", notBefore, "err", cause)
 	return true
+}
+
+// redacts reports whether a header named key is redacted in forwards
+// (RedactHeaders), compared without regard to case as the dead-letter
+// writer does. ce_id and ce_type are kept: the retried record needs them
+// to find its handler and its idempotency mark.
+func (c *Consumer) redacts(key string) bool {
+	if key == choreo.HeaderID || key == choreo.HeaderType {
+		return false
+	}
+	for _, n := range c.cfg.redact {
+		if strings.EqualFold(n, key) {
+			return true
+		}
+	}
+	return false
 }
