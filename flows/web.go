@@ -696,9 +696,23 @@ var pageFuncs = template.FuncMap{
 		return string(s)
 	},
 	"consText": consumptionText,
-	"glyph":    webGlyph,
-	"join":     strings.Join,
-	"rate":     func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
+	"plural": func(n int, one, many string) string {
+		if n == 1 {
+			return "1 " + one
+		}
+		return strconv.Itoa(n) + " " + many
+	},
+	// errText is an error message without the kind it starts with (the
+	// page shows the kind beside it).
+	"errText": func(kind, msg string) string {
+		if m, ok := strings.CutPrefix(msg, kind+": "); ok && kind != "" {
+			return m
+		}
+		return msg
+	},
+	"glyph": webGlyph,
+	"join":  strings.Join,
+	"rate":  func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
 	"ints": func(xs []int) string {
 		s := make([]string, len(xs))
 		for i, x := range xs {

@@ -207,7 +207,7 @@ func TestPage(t *testing.T) {
 
 	// Services and dead letters.
 	page = get(t, u+"/services", 200)
-	if !strings.Contains(page, `href="/services/pay/deadletters">1 dead letters</a>`) {
+	if !strings.Contains(page, `href="/services/pay/deadletters">1 dead letter</a>`) {
 		t.Errorf("services: no link to pay's dead letter:\n%s", page)
 	}
 	page = get(t, u+"/services/pay/deadletters", 200)

@@ -19,6 +19,7 @@ const (
 	dHeadH    = 32  // a name box
 	dTop      = 56  // top of the first row
 	dArrowGap = 16  // between the arrows of one event
+	dNotes    = 200 // right of the last lane
 )
 
 // noSourceLane is the lane of events without ce_source.
@@ -118,7 +119,8 @@ func buildDiagram(f Flow) diagram {
 			add(r.Group)
 		}
 	}
-	d := diagram{Width: dGutter + len(lanes)*dLaneW + 8, LifeTop: dHeadY + dHeadH}
+	// Room on the right for the notes of the marks on the last lanes.
+	d := diagram{Width: dGutter + len(lanes)*dLaneW + dNotes, LifeTop: dHeadY + dHeadH}
 	laneX := map[string]int{}
 	for i, name := range lanes {
 		x := dGutter + i*dLaneW + dLaneW/2
@@ -187,7 +189,8 @@ func buildDiagram(f Flow) diagram {
 					b.Href = dlHref(fl.Group, fl.Partition, fl.Offset)
 					row.Command = fl.Command
 				}
-				b.Note = webCut(fmt.Sprintf("%s: %s", fl.ErrorKind, fl.ErrorMessage), 56)
+				msg, _ := strings.CutPrefix(fl.ErrorMessage, fl.ErrorKind+": ")
+				b.Note = webCut(fmt.Sprintf("%s: %s", fl.ErrorKind, msg), 48)
 				row.Title = fmt.Sprintf("%s %s %s after %d attempts (%s: %s), to %s partition %d offset %d",
 					fl.Group, what, typ, fl.Attempt, fl.ErrorKind, fl.ErrorMessage, fl.Topic, fl.Partition, fl.Offset)
 			} else {
@@ -195,7 +198,7 @@ func buildDiagram(f Flow) diagram {
 				row.Kind, row.Rec, g = KindRedrive, r, r.Group
 				row.Topic, row.Where = r.Topic, fmt.Sprintf("[%d]@%d", r.Partition, r.Offset)
 				b.Text = "↺ redriven"
-				b.Note = webCut("sent back through "+r.Topic, 56)
+				b.Note = webCut("sent back through "+r.Topic, 48)
 				row.Title = fmt.Sprintf("%s got %s back through %s (from %s)", r.Group, typ, r.Topic, r.ReplayedFrom)
 			}
 			name, gx := lane(g)

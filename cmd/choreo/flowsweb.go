@@ -18,8 +18,9 @@ import (
 // allowRedriveUsage is the help of --allow-redrive.
 const allowRedriveUsage = "let the web page redrive a dead letter (as 'choreo dlq redrive SERVICE P:O --yes'; asks to confirm; same-origin POSTs only; needs --registry)"
 
-// flowsPage returns the page over view. A request for "/" that does not
-// take HTML (curl) gets the list of the API's routes instead.
+// flowsPage returns the page over view. A request for "/" with no query
+// from a client that does not take HTML (curl) gets the list of the API's
+// routes instead.
 func flowsPage(view *flows.View, o flowsOptions, conn connection.Config, log *slog.Logger) http.Handler {
 	opts := []flows.PageOption{flows.PageLogger(log)}
 	if o.allowRedrive {
@@ -27,7 +28,7 @@ func flowsPage(view *flows.View, o flowsOptions, conn connection.Config, log *sl
 	}
 	page := flows.NewPage(view, opts...)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/" && r.Method == http.MethodGet && !strings.Contains(r.Header.Get("Accept"), "text/html") {
+		if r.URL.Path == "/" && r.URL.RawQuery == "" && r.Method == http.MethodGet && !strings.Contains(r.Header.Get("Accept"), "text/html") {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			fmt.Fprint(w, flowsIndexText)
 			return
