@@ -357,6 +357,18 @@ func TestFlowsPageInABrowser(t *testing.T) {
 		}
 		return nil
 	})
+	// The poison record's flow now shows the redrive and the dead letter
+	// it led to.
+	run("open the poison record's flow again", chromedp.Navigate(base+"/flows/"+url.PathEscape(fPoison.CorrelationID)),
+		chromedp.WaitVisible(chromedp.CSS("svg.sequence")))
+	var marks struct{ Redrives, DeadLetters, Badges int }
+	eval("read the marks", `({Redrives: document.querySelectorAll('tr[data-kind="redrive"]').length,
+		DeadLetters: document.querySelectorAll('tr[data-kind="dead_letter"]').length,
+		Badges: document.querySelectorAll("svg.sequence rect.badge").length})`, &marks)
+	if marks.Redrives != 1 || marks.DeadLetters != 3 || marks.Badges != 4 {
+		t.Errorf("the poison record's flow shows %+v; want 1 redrive and 3 dead letters, each marked in the diagram", marks)
+	}
+	shot("flow-dead-letters")
 	// The same POST from another site is refused.
 	req, _ := http.NewRequest("POST", base+dlPath+"/redrive", strings.NewReader("confirm=yes"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
