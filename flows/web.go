@@ -28,9 +28,9 @@ var webFS embed.FS
 
 // Page serves the flow index as a small web page: HTML rendered on the
 // server from the same View the JSON API answers from, a stylesheet and a
-// little JavaScript (copy buttons, local times, filters that apply on
-// change), all embedded in the binary. Every page works without
-// JavaScript.
+// little JavaScript (copy buttons, local times, rows of the diagram and
+// its table lit together), all embedded in the binary. Every page works
+// without JavaScript.
 //
 //	GET  /                                     flows, the most recently active first, with filters (status, type, service, key, since, limit)
 //	GET  /find?q=ID|KEY                        the flow a correlation id, event id or key names (or a list when several)

@@ -140,6 +140,21 @@ func TestPage(t *testing.T) {
 		t.Errorf("type=shop.PaymentRequested: %v", got)
 	}
 
+	// The search box: one flow opens, none is a 404, nothing a 400.
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Get(u + "/find?q=k2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/flows/flaky" {
+		t.Errorf("find k2: %d %s; want 303 to /flows/flaky", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if page := get(t, u+"/find?q=nobody", 404); !strings.Contains(page, `No flow, event or key &#34;nobody&#34; in the index.`) {
+		t.Errorf("find nobody:\n%s", page)
+	}
+	get(t, u+"/find?q=", 400)
+
 	// Bad input: a 400 page saying what is wrong.
 	for q, want := range map[string]string{
 		"status=bogus":                       `status &#34;bogus&#34;: want running, completed, stuck or dead_letter`,
@@ -226,7 +241,7 @@ func TestPage(t *testing.T) {
 
 	// Redrive is off: no confirmation page, no POST.
 	get(t, u+"/services/pay/deadletters/0/0/redrive", 403)
-	resp, err := http.PostForm(u+"/services/pay/deadletters/0/0/redrive", url.Values{"confirm": {"yes"}})
+	resp, err = http.PostForm(u+"/services/pay/deadletters/0/0/redrive", url.Values{"confirm": {"yes"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,12 +27,10 @@
     });
   });
 
-  // Filters: a choice in a select applies at once; empty fields stay out
-  // of the address.
-  document.querySelectorAll("form[data-autosubmit]").forEach(function (f) {
-    f.querySelectorAll("select").forEach(function (s) {
-      s.addEventListener("change", function () { f.requestSubmit(); });
-    });
+  // Filters: empty fields stay out of the address. (They apply on Show,
+  // not on change: a keyboard user moving through a select would leave
+  // the page at every step.)
+  document.querySelectorAll("form[data-compact]").forEach(function (f) {
     f.addEventListener("submit", function () {
       f.querySelectorAll("input, select").forEach(function (el) {
         if (el.name && el.value === "") el.disabled = true;
