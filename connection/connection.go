@@ -10,6 +10,11 @@
 //	KAFKA_SASL_PASSWORD    SASL password
 //	KAFKA_TLS              true to dial with TLS
 //	KAFKA_TLS_CA_FILE      PEM file of the CAs to trust (implies TLS)
+//
+// Check connects once and says what is wrong (a certificate not trusted,
+// SASL credentials refused, a TLS client on a plaintext listener) instead
+// of leaving a client to retry for ever; Explain and LastError turn a bare
+// connection error into one that names the setting to look at.
 package connection
 
 import (
@@ -171,7 +176,8 @@ func (c Config) Validate() error {
 }
 
 // ClientOptions returns the franz-go options that make a client connect as c
-// says: seed brokers, SASL and TLS.
+// says: seed brokers, SASL and TLS, and a hook that keeps the outcome of
+// the latest connection attempt for LastError.
 func (c Config) ClientOptions() ([]kgo.Opt, error) {
 	if len(c.Brokers) == 0 {
 		return nil, errors.New("no seed brokers configured")
@@ -179,7 +185,7 @@ func (c Config) ClientOptions() ([]kgo.Opt, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	opts := []kgo.Opt{kgo.SeedBrokers(c.Brokers...)}
+	opts := []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.WithHooks(&connWatch{})}
 	if m := c.mechanism(); m != nil {
 		opts = append(opts, kgo.SASL(m))
 	}

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/choreokit/choreo"
+	"github.com/choreokit/choreo/connection"
 	"github.com/choreokit/choreo/dlq"
 	"github.com/choreokit/choreo/tracing"
 )
@@ -177,6 +178,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consumer: %w", err)
 	}
+	// Credentials or certificates the brokers refuse make one clear
+	// error now, not a client retrying for ever (access.go).
+	if err := connection.Check(ctx, c.conn); err != nil {
+		if ctx.Err() != nil {
+			return nil // asked to stop while starting
+		}
+		return fmt.Errorf("consumer: %w", err)
+	}
 	// Provision the service's own topics before joining the group, so a
 	// member is ready only when it can dead-letter.
 	own := append(append([]string{c.cfg.deadLetterTopic}, c.retryTopics...), c.redriveTopic)
@@ -206,6 +215,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 		topics = append(topics, drain...)
 		c.log.Info("draining retry topics of an earlier configuration: this one no longer writes to them; delete them once the group has no lag on them",
 			"topics", drain)
+	}
+	// Permissions the service lacks make one error naming them, before
+	// joining (access.go).
+	if err := checkAccess(ctx, opts, c, topics); err != nil {
+		if ctx.Err() != nil {
+			return nil // asked to stop while starting
+		}
+		return err
 	}
 	reset := kgo.NewOffset().AtStart()
 	if c.cfg.startAtLatest {
@@ -350,6 +367,10 @@ func (rt *runtime) pollLoop(ctx context.Context) {
 		}
 		fs.EachError(func(topic string, p int32, err error) {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				return
+			}
+			if accessError(err) { // a permission revoked: retrying cannot help (access.go)
+				rt.fatal.fail(fmt.Errorf("consumer: %w", c.conn.Explain(err)))
 				return
 			}
 			c.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)

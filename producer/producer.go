@@ -89,6 +89,7 @@ var ErrClosed = errors.New("producer is closed")
 // Producer publishes events. It is safe for concurrent use.
 type Producer struct {
 	cl       *kgo.Client
+	conn     connection.Config // how cl connects, to explain failures (LastError)
 	ownsCl   bool
 	reg      *schema.Registry
 	codec    *schema.Codec
@@ -240,6 +241,7 @@ func New(ctx context.Context, conn connection.Config, reg *schema.Registry, opts
 		outbox:   cfg.outbox,
 		now:      time.Now,
 		cl:       cfg.client,
+		conn:     conn,
 	}
 	if p.cl == nil {
 		copts, err := conn.ClientOptions()
@@ -485,6 +487,14 @@ func (p *Producer) publish(ctx context.Context, topic, key string, ev schema.Eve
 	done := func(r *kgo.Record, err error) {
 		pub := Published{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: key, Metadata: md}
 		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				// A deadline says nothing of why: a broker that refuses
+				// the credentials or whose certificate is not trusted
+				// makes the client retry until it passes.
+				if cerr := p.conn.LastError(p.cl); cerr != nil {
+					err = fmt.Errorf("%w; last connection attempt: %w", err, cerr)
+				}
+			}
 			err = fmt.Errorf("producer: publish %s to %s: %w", md.Type, r.Topic, err)
 		}
 		tracing.EndSend(span, r, err)

@@ -1,0 +1,134 @@
+package connection
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// testCA returns a self-signed CA certificate for 127.0.0.1, usable as the
+// broker's certificate, and a pool that trusts it.
+func testCA(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "choreo test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage:    x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool
+}
+
+// TestCheck: Check answers nil for the right settings, and for each wrong
+// one, within seconds, an error that names the setting and holds no
+// password.
+func TestCheck(t *testing.T) {
+	const secret = "s3cret-Pa55"
+	cert, pool := testCA(t)
+	_, otherPool := testCA(t)
+	tlsSASL, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(&tls.Config{Certificates: []tls.Certificate{cert}}),
+		kfake.EnableSASL(), kfake.Superuser(MechanismSCRAMSHA512, "alice", secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tlsSASL.Close()
+	plain, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	good := Config{Brokers: tlsSASL.ListenAddrs(), SASLMechanism: MechanismSCRAMSHA512, SASLUsername: "alice", SASLPassword: secret,
+		TLS: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	with := func(f func(*Config)) Config {
+		c := good
+		c.TLS = good.TLS.Clone()
+		f(&c)
+		return c
+	}
+	for _, tc := range []struct {
+		name string
+		c    Config
+		want string // in the error; "" for none
+	}{
+		{"right", good, ""},
+		{"wrong password", with(func(c *Config) { c.SASLPassword = "wrong" }), `authentication as user "alice"`},
+		{"unknown user", with(func(c *Config) { c.SASLUsername = "mallory" }), "wrong user name or password"},
+		{"untrusted certificate", with(func(c *Config) { c.TLS.RootCAs = otherPool }), "not signed by a trusted CA"},
+		{"TLS to a plaintext listener", Config{Brokers: plain.ListenAddrs(), TLS: &tls.Config{RootCAs: pool}}, "plaintext listener"},
+		{"nothing listening", Config{Brokers: []string{"127.0.0.1:1"}}, "connection refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			err := Check(context.Background(), tc.c)
+			took := time.Since(start)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("Check: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("Check: %v; want an error saying %q", err, tc.want)
+			}
+			if err != nil && strings.Contains(err.Error(), secret) {
+				t.Errorf("the error holds the password: %v", err)
+			}
+			if took > CheckTimeout+2*time.Second {
+				t.Errorf("Check took %v", took)
+			}
+			t.Logf("%v: %v", took.Round(time.Millisecond), err)
+		})
+	}
+}
+
+// TestLastError: a client made from ClientOptions says why its latest
+// connection failed.
+func TestLastError(t *testing.T) {
+	cert, _ := testCA(t)
+	_, other := testCA(t)
+	fake, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(&tls.Config{Certificates: []tls.Certificate{cert}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fake.Close()
+	c := Config{Brokers: fake.ListenAddrs(), TLS: &tls.Config{RootCAs: other}}
+	opts, err := c.ClientOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = cl.Ping(ctx)
+	if err := c.LastError(cl); err == nil || !strings.Contains(err.Error(), "not signed by a trusted CA") {
+		t.Fatalf("LastError: %v; want the untrusted certificate explained", err)
+	}
+	if err := (Config{}).LastError(nil); err != nil {
+		t.Fatalf("LastError(nil): %v", err)
+	}
+}
