@@ -3,6 +3,7 @@ package flows_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -338,5 +339,25 @@ func TestPageRedrive(t *testing.T) {
 	defer mu.Unlock()
 	if !slices.Equal(calls, []string{"pay 0:0", "pay 0:0"}) {
 		t.Errorf("redrives run: %v; want pay 0:0 twice", calls)
+	}
+}
+
+// A flow of more events than the diagram draws shows the first ones, and
+// says so.
+func TestPageBigFlow(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	var recs []flows.Record
+	for i := range 600 {
+		recs = append(recs, flows.Record{Topic: "orders", Offset: int64(i), Kind: flows.KindEvent, EventID: fmt.Sprintf("e%d", i),
+			Type: "shop.Tick", Source: "shop", Time: t0.Add(time.Duration(i) * time.Millisecond), Timestamp: t0, CorrelationID: "big",
+			OriginalPartition: -1, OriginalOffset: -1})
+	}
+	if err := st.Write(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
+	srv := pageServer(t, flows.NewView(st, flows.WithClock(func() time.Time { return t0.Add(time.Hour) })))
+	page := get(t, srv.URL+"/flows/big", 200)
+	if n := strings.Count(page, `<tr class="event"`); n != 500 || !strings.Contains(page, "This flow has 600 events, retries, dead letters and redrives: the diagram and the table show the first 500.") {
+		t.Errorf("%d event rows; want 500 and a note", n)
 	}
 }

@@ -22,6 +22,10 @@ const (
 	dNotes    = 200 // right of the last lane
 )
 
+// maxDiagramRows bounds the diagram (and its table): a flow of more events,
+// retries and dead letters shows its first ones and says so.
+const maxDiagramRows = 500
+
 // noSourceLane is the lane of events without ce_source.
 const noSourceLane = "(no ce_source)"
 
@@ -35,6 +39,7 @@ type diagram struct {
 	Lanes               []dLane
 	Rows                []dRow
 	Desc                string
+	Total               int // rows there would be without maxDiagramRows
 }
 
 // dLane is a lane's head.
@@ -167,6 +172,10 @@ func buildDiagram(f Flow) diagram {
 		return cmp.Compare(boolInt(a.fail != nil || a.rec != nil), boolInt(b.fail != nil || b.rec != nil))
 	})
 
+	d.Total = len(items)
+	if len(items) > maxDiagramRows {
+		items = items[:maxDiagramRows]
+	}
 	y := dTop
 	for i, it := range items {
 		row := dRow{N: i + 1, Top: y, AtTime: it.at, At: offsetText(ms(it.at.Sub(f.Start))), Node: it.node}
