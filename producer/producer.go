@@ -487,13 +487,16 @@ func (p *Producer) publish(ctx context.Context, topic, key string, ev schema.Eve
 	done := func(r *kgo.Record, err error) {
 		pub := Published{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: key, Metadata: md}
 		if err != nil {
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			switch {
+			case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 				// A deadline says nothing of why: a broker that refuses
 				// the credentials or whose certificate is not trusted
 				// makes the client retry until it passes.
 				if cerr := p.conn.LastError(p.cl); cerr != nil {
 					err = fmt.Errorf("%w; last connection attempt: %w", err, cerr)
 				}
+			case connection.Permanent(err):
+				err = p.conn.Explain(err) // refused credentials: say which setting
 			}
 			err = fmt.Errorf("producer: publish %s to %s: %w", md.Type, r.Topic, err)
 		}

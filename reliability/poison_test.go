@@ -119,13 +119,13 @@ func TestPoisonStorm(t *testing.T) {
 	cl := e.cluster.Client(t, kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20))
 	poison := map[coords]poisonKind{}
 	var good []string
+	var recs []*kgo.Record
+	kindOf := map[*kgo.Record]poisonKind{} // the poison records' kinds
 	for i := range n {
 		key := keyOf(i)
 		var rec *kgo.Record
-		var k poisonKind
-		isPoison := i%10 == 9
-		if isPoison {
-			k = kinds[(i/10)%len(kinds)]
+		if i%10 == 9 {
+			k := kinds[(i/10)%len(kinds)]
 			id := key
 			if k.make == nil {
 				id = k.name // the handler fails on it
@@ -136,6 +136,7 @@ func TestPoisonStorm(t *testing.T) {
 			if k.make != nil {
 				rec = k.make(rec)
 			}
+			kindOf[rec] = k
 		} else {
 			var md choreo.Metadata
 			if rec, md, err = e.prod.Record(ctx, e.topic, key, order(key, i)); err != nil {
@@ -143,12 +144,18 @@ func TestPoisonStorm(t *testing.T) {
 			}
 			good = append(good, md.ID)
 		}
-		res, err := cl.ProduceSync(ctx, rec).First()
-		if err != nil {
+		recs = append(recs, rec)
+	}
+	for from := 0; from < len(recs); from += 500 {
+		batch := recs[from:min(from+500, len(recs))]
+		results := cl.ProduceSync(ctx, batch...)
+		if err := results.FirstErr(); err != nil {
 			t.Fatal(err)
 		}
-		if isPoison {
-			poison[coords{res.Partition, res.Offset}] = k
+		for _, res := range results { // in the order they were acknowledged
+			if k, ok := kindOf[res.Record]; ok {
+				poison[coords{res.Record.Partition, res.Record.Offset}] = k
+			}
 		}
 	}
 	group := kafkatest.Group(t)

@@ -92,29 +92,138 @@ func newPKI(t *testing.T) testPKI {
 // securedBroker is a broker with a SASL over TLS listener and the users
 // the tests log in as.
 type securedBroker struct {
-	seeds  []string
-	caFile string
-	name   string
+	seeds     []string
+	caFile    string
+	name      string
+	passwords map[string]string // mechanism → password of the super user admin
 }
 
-// newSecuredBroker starts an embedded broker that takes SASL (PLAIN,
-// SCRAM-SHA-256, SCRAM-SHA-512) over TLS only, with ACLs on: user admin
-// of each mechanism is a superuser, and the users of aclUsers get the ACLs
-// given.
-func newSecuredBroker(t *testing.T, users ...kfake.Opt) securedBroker {
+// password returns admin's password for mech.
+func (b securedBroker) password(mech string) string { return b.passwords[mech] }
+
+// grant is one ACL a restricted user gets.
+type grant struct {
+	res  kmsg.ACLResourceType
+	name string
+	pat  kmsg.ACLResourcePatternType
+	op   kmsg.ACLOperation
+}
+
+// restricted is a SCRAM-SHA-256 user, password secret, with these ACLs
+// only.
+type restricted struct {
+	user   string
+	grants []grant
+}
+
+// newSecuredBroker returns a broker that takes SASL (PLAIN,
+// SCRAM-SHA-256, SCRAM-SHA-512) over TLS with ACLs on, where user admin
+// of each mechanism is a super user and each restricted user has its
+// grants only. With KAFKA_SASL_SSL_BROKERS set (deploy/local/kafka.sh
+// with KAFKA_SASL_SSL_PORT), it is that listener of Apache Kafka: the
+// SCRAM users are created through the Kafka API and the ACLs granted over
+// the PLAINTEXT listener (KAFKA_BROKERS, whose principal is a super user);
+// PLAIN admin's password is the script's. Without KAFKA_BROKERS it is an
+// embedded broker. With KAFKA_BROKERS and no SASL_SSL listener the test
+// skips.
+func newSecuredBroker(t *testing.T, users ...restricted) securedBroker {
 	t.Helper()
+	if seeds := os.Getenv("KAFKA_SASL_SSL_BROKERS"); seeds != "" {
+		return realSecuredBroker(t, seeds, users)
+	}
+	if os.Getenv("KAFKA_BROKERS") != "" {
+		t.Skip("KAFKA_SASL_SSL_BROKERS not set: the secured tests need the SASL_SSL listener of deploy/local/kafka.sh (KAFKA_SASL_SSL_PORT) on this broker")
+	}
 	p := newPKI(t)
 	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.TLS(&tls.Config{Certificates: []tls.Certificate{p.server}, MinVersion: tls.VersionTLS12}),
 		kfake.EnableSASL(), kfake.EnableACLs(),
 		kfake.Superuser(connection.MechanismPlain, "admin", secret),
 		kfake.Superuser(connection.MechanismSCRAMSHA256, "admin", secret),
 		kfake.Superuser(connection.MechanismSCRAMSHA512, "admin", secret)}
-	fake, err := kfake.NewCluster(append(opts, users...)...)
+	for _, u := range users {
+		var acls []kfake.ACL
+		for _, g := range u.grants {
+			acls = append(acls, kfake.ACL{Resource: g.res, Name: g.name, Pattern: g.pat, Operation: g.op, Allow: true})
+		}
+		opts = append(opts, kfake.User(connection.MechanismSCRAMSHA256, u.user, secret, acls...))
+	}
+	fake, err := kfake.NewCluster(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(fake.Close)
-	return securedBroker{seeds: fake.ListenAddrs(), caFile: p.caFile, name: "embedded kfake, SASL over TLS, ACLs on"}
+	all := map[string]string{connection.MechanismPlain: secret, connection.MechanismSCRAMSHA256: secret, connection.MechanismSCRAMSHA512: secret}
+	return securedBroker{seeds: fake.ListenAddrs(), caFile: p.caFile, name: "embedded kfake, SASL over TLS, ACLs on", passwords: all}
+}
+
+// realSecuredBroker sets up the users of the SASL_SSL listener of Apache
+// Kafka at seeds.
+func realSecuredBroker(t *testing.T, seeds string, users []restricted) securedBroker {
+	t.Helper()
+	caFile, pwFile := os.Getenv("KAFKA_SASL_SSL_CA_FILE"), os.Getenv("KAFKA_SASL_SSL_ADMIN_PASSWORD_FILE")
+	if caFile == "" || pwFile == "" {
+		t.Fatal("KAFKA_SASL_SSL_BROKERS is set without KAFKA_SASL_SSL_CA_FILE and KAFKA_SASL_SSL_ADMIN_PASSWORD_FILE (deploy/local/kafka.sh start prints all three)")
+	}
+	pw, err := os.ReadFile(pwFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plainPW := strings.TrimSpace(string(pw))
+	// The PLAINTEXT listener's principal is a super user: users and ACLs
+	// are made through it.
+	adm := kadm.NewClient(kafkatest.New(t).Client(t))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	upserts := []kadm.UpsertSCRAM{
+		{User: "admin", Mechanism: kadm.ScramSha256, Iterations: 4096, Password: secret},
+		{User: "admin", Mechanism: kadm.ScramSha512, Iterations: 4096, Password: secret},
+	}
+	for _, u := range users {
+		upserts = append(upserts, kadm.UpsertSCRAM{User: u.user, Mechanism: kadm.ScramSha256, Iterations: 4096, Password: secret})
+	}
+	for _, u := range upserts { // one user at a time: Kafka refuses a user twice in a request
+		res, err := adm.AlterUserSCRAMs(ctx, nil, []kadm.UpsertSCRAM{u})
+		if err == nil {
+			err = res.Error()
+		}
+		if err != nil {
+			t.Fatalf("create SCRAM user %s (%v): %v", u.User, u.Mechanism, err)
+		}
+	}
+	for _, u := range users {
+		for _, g := range u.grants {
+			b := kadm.NewACLs().Allow("User:" + u.user).AllowHosts("*").Operations(g.op).ResourcePatternType(g.pat)
+			if g.res == kmsg.ACLResourceTypeGroup {
+				b = b.Groups(g.name)
+			} else {
+				b = b.Topics(g.name)
+			}
+			rs, err := adm.CreateACLs(ctx, b)
+			if err == nil {
+				for _, r := range rs {
+					if r.Err != nil {
+						err = r.Err
+					}
+				}
+			}
+			if err != nil {
+				t.Fatalf("grant %s %v on %s: %v", u.user, g.op, g.name, err)
+			}
+		}
+	}
+	// SCRAM credentials reach the broker's cache through the metadata
+	// log: wait until admin can log in with each mechanism.
+	for _, mech := range []string{connection.MechanismSCRAMSHA256, connection.MechanismSCRAMSHA512} {
+		conn := connection.Config{Brokers: strings.Split(seeds, ","), SASLMechanism: mech, SASLUsername: "admin", SASLPassword: secret}
+		tlsCfg, err := connection.TLSFromCAFile(caFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.TLS = tlsCfg
+		eventually(t, 30*time.Second, "SCRAM user admin usable with "+mech, func() bool { return connection.Check(ctx, conn) == nil })
+	}
+	return securedBroker{seeds: strings.Split(seeds, ","), caFile: caFile, name: "Apache Kafka, SASL_SSL listener of deploy/local/kafka.sh, StandardAuthorizer",
+		passwords: map[string]string{connection.MechanismPlain: plainPW, connection.MechanismSCRAMSHA256: secret, connection.MechanismSCRAMSHA512: secret}}
 }
 
 // setEnv configures the KAFKA_* environment for user on b, as programs and
@@ -184,7 +293,8 @@ func TestSecuredServiceKeepsItsSecret(t *testing.T) {
 
 	for _, mech := range []string{connection.MechanismPlain, connection.MechanismSCRAMSHA256, connection.MechanismSCRAMSHA512} {
 		t.Run(mech, func(t *testing.T) {
-			conn := b.setEnv(t, mech, "admin", secret)
+			pass := b.password(mech)
+			conn := b.setEnv(t, mech, "admin", pass)
 			out.add("config", []byte(conn.String()))
 			ctx := context.Background()
 			admOpts, err := conn.ClientOptions()
@@ -274,7 +384,7 @@ func TestSecuredServiceKeepsItsSecret(t *testing.T) {
 				}
 			}
 			// The CLI with a wrong password: one clear error, soon.
-			t.Setenv(connection.EnvSASLPassword, "not-the-"+secret[:4])
+			t.Setenv(connection.EnvSASLPassword, "not-the-"+pass[:4])
 			start := time.Now()
 			_, stderr, code := runCLI(t, cli, regURL, "dlq", "list", group)
 			out.add("choreo with a wrong password", stderr)
@@ -290,8 +400,10 @@ func TestSecuredServiceKeepsItsSecret(t *testing.T) {
 	for _, sp := range spans.GetSpans() {
 		out.add("span "+sp.Name, []byte(fmt.Sprint(sp.Attributes, sp.Events, sp.Status)))
 	}
-	if out.holds(secret) {
-		t.Errorf("the password appears in the output:\n%s", excerpt(out, secret))
+	for _, pw := range b.passwords {
+		if out.holds(pw) {
+			t.Errorf("a password appears in the output:\n%s", excerpt(out, pw))
+		}
 	}
 	if !out.holds(dlq.Redacted) {
 		t.Error("no redacted header seen at all: the test did not look where it should")
@@ -393,24 +505,25 @@ func runCLI(t *testing.T, cli, regURL string, args ...string) (stdout, stderr []
 // with the reason; the password appears in none of the errors.
 func TestRefusedAccessFailsFast(t *testing.T) {
 	lit, pre := kmsg.ACLResourcePatternTypeLiteral, kmsg.ACLResourcePatternTypePrefixed
-	acl := func(rt kmsg.ACLResourceType, name string, pat kmsg.ACLResourcePatternType, op kmsg.ACLOperation) kfake.ACL {
-		return kfake.ACL{Resource: rt, Name: name, Pattern: pat, Operation: op, Allow: true}
-	}
 	topicT, groupT := kmsg.ACLResourceTypeTopic, kmsg.ACLResourceTypeGroup
-	const src = "orders"
 	m := connection.MechanismSCRAMSHA256
+	// Names unique to this run: a real broker keeps users and ACLs.
+	tag := fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano()%1_000_000)
+	src := "orders-" + tag
+	svc := func(name string) string { return "svc-" + name + "-" + tag }
+	user := func(name string) string { return name + "-" + tag }
 	b := newSecuredBroker(t,
 		// Everything but the group.
-		kfake.User(m, "nogroup", secret, acl(topicT, src, lit, kmsg.ACLOperationAll), acl(topicT, "svc-nogroup.", pre, kmsg.ACLOperationAll)),
+		restricted{user("nogroup"), []grant{{topicT, src, lit, kmsg.ACLOperationAll}, {topicT, svc("nogroup") + ".", pre, kmsg.ACLOperationAll}}},
 		// Everything but reading the source topic.
-		kfake.User(m, "noread", secret, acl(topicT, src, lit, kmsg.ACLOperationDescribe), acl(topicT, "svc-noread.", pre, kmsg.ACLOperationAll),
-			acl(groupT, "svc-noread", lit, kmsg.ACLOperationAll)),
+		restricted{user("noread"), []grant{{topicT, src, lit, kmsg.ACLOperationDescribe}, {topicT, svc("noread") + ".", pre, kmsg.ACLOperationAll},
+			{groupT, svc("noread"), lit, kmsg.ACLOperationAll}}},
 		// Everything but writing the dead-letter topic.
-		kfake.User(m, "nodlq", secret, acl(topicT, src, lit, kmsg.ACLOperationAll), acl(topicT, "svc-nodlq.retry.", pre, kmsg.ACLOperationAll),
-			acl(topicT, "svc-nodlq.dlq", lit, kmsg.ACLOperationDescribe), acl(topicT, "svc-nodlq.dlq", lit, kmsg.ACLOperationCreate),
-			acl(topicT, "svc-nodlq.redrive", lit, kmsg.ACLOperationAll), acl(groupT, "svc-nodlq", lit, kmsg.ACLOperationAll)),
+		restricted{user("nodlq"), []grant{{topicT, src, lit, kmsg.ACLOperationAll}, {topicT, svc("nodlq") + ".retry.", pre, kmsg.ACLOperationAll},
+			{topicT, svc("nodlq") + ".dlq", lit, kmsg.ACLOperationDescribe}, {topicT, svc("nodlq") + ".dlq", lit, kmsg.ACLOperationCreate},
+			{topicT, svc("nodlq") + ".redrive", lit, kmsg.ACLOperationAll}, {groupT, svc("nodlq"), lit, kmsg.ACLOperationAll}}},
 	)
-	admin := b.setEnv(t, m, "admin", secret)
+	admin := b.setEnv(t, m, "admin", b.password(m))
 	reg := newRegistry(t, kafkatest.SchemaRegistry(t))
 	ctx := context.Background()
 	opts, err := admin.ClientOptions()
@@ -426,12 +539,14 @@ func TestRefusedAccessFailsFast(t *testing.T) {
 	if resp, err := kadmin.CreateTopic(ctx, 1, -1, nil, src); err != nil || resp.Err != nil {
 		t.Fatalf("create topic: %v %v", err, resp.Err)
 	}
+	t.Cleanup(func() { _, _ = kadmin.DeleteTopics(context.Background(), src) })
 	// The service's own topics exist, so that only the permissions differ.
-	for _, svc := range []string{"svc-nogroup", "svc-noread", "svc-nodlq"} {
-		for _, own := range []string{svc + ".dlq", svc + ".retry.1-10s", svc + ".retry.2-1m", svc + ".retry.3-10m", svc + ".redrive"} {
+	for _, name := range []string{svc("nogroup"), svc("noread"), svc("nodlq")} {
+		for _, own := range []string{name + ".dlq", name + ".retry.1-10s", name + ".retry.2-1m", name + ".retry.3-10m", name + ".redrive"} {
 			if _, err := kadmin.CreateTopic(ctx, 1, -1, nil, own); err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { _, _ = kadmin.DeleteTopics(context.Background(), own) })
 		}
 	}
 	var errs []string
@@ -440,11 +555,11 @@ func TestRefusedAccessFailsFast(t *testing.T) {
 		trust                   bool
 		want                    string
 	}{
-		{"wrong password", "admin", "wrong-" + secret[:3], "svc-any", true, "wrong user name or password"},
-		{"untrusted certificate", "admin", secret, "svc-any", false, "not signed by a trusted CA"},
-		{"no group ACL", "nogroup", secret, "svc-nogroup", true, "READ on group svc-nogroup"},
-		{"no read ACL on the source topic", "noread", secret, "svc-noread", true, "READ on topic " + src},
-		{"no write ACL on the dead-letter topic", "nodlq", secret, "svc-nodlq", true, "WRITE on topic svc-nodlq.dlq"},
+		{"wrong password", "admin", "wrong-" + secret[:3], svc("any"), true, "wrong user name or password"},
+		{"untrusted certificate", "admin", b.password(m), svc("any"), false, "not signed by a trusted CA"},
+		{"no group ACL", user("nogroup"), secret, svc("nogroup"), true, "READ on group " + svc("nogroup")},
+		{"no read ACL on the source topic", user("noread"), secret, svc("noread"), true, "READ on topic " + src},
+		{"no write ACL on the dead-letter topic", user("nodlq"), secret, svc("nodlq"), true, "WRITE on topic " + svc("nodlq") + ".dlq"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			conn := b.setEnv(t, m, tc.user, tc.pass)
@@ -494,8 +609,10 @@ func TestRefusedAccessFailsFast(t *testing.T) {
 		})
 	}
 	for _, e := range errs {
-		if strings.Contains(e, secret) {
-			t.Errorf("an error holds the password: %s", e)
+		for _, pw := range b.passwords {
+			if strings.Contains(e, pw) {
+				t.Errorf("an error holds a password: %s", e)
+			}
 		}
 	}
 }

@@ -7,6 +7,7 @@
 # and logs live in a state directory. See deploy/local/README.md.
 #
 #   deploy/local/kafka.sh start      start (or find running); prints KAFKA_BROKERS=…
+#                                    (and, with KAFKA_SASL_SSL_PORT set, KAFKA_SASL_SSL_*=…)
 #   deploy/local/kafka.sh stop       stop the broker started here (ok when not running)
 #   deploy/local/kafka.sh status     exit 0 when running and answering, 1 otherwise
 #   deploy/local/kafka.sh version    print the Kafka version
@@ -24,6 +25,9 @@ KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 KAFKA_STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
+# Set to a port to add a SASL_SSL listener (PLAIN, SCRAM-SHA-256/512 over
+# TLS, ACLs enforced for its users); empty: PLAINTEXT only.
+KAFKA_SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-}"
 
 CACHE_DIR="${CHOREO_CACHE:-${HOME:-/root}/.cache/choreo}/kafka-${KAFKA_VERSION}"
 LIBS="${CACHE_DIR}/libs"
@@ -35,6 +39,7 @@ PID_FILE="${STATE}/kafka.pid"
 SERVER_LOG="${LOG_DIR}/server.log"
 OUT_LOG="${LOG_DIR}/kafka.out"
 BROKERS="127.0.0.1:${KAFKA_PORT}"
+TLS_DIR="${STATE}/tls"
 
 # Small, quick-starting JVM for the command line classes.
 TOOL_OPTS=(-Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1
@@ -57,6 +62,8 @@ environment:
   KAFKA_HEAP_OPTS        broker heap (${KAFKA_HEAP_OPTS})
   KAFKA_START_TIMEOUT    seconds to wait for the broker to answer (${KAFKA_START_TIMEOUT})
   KAFKA_EXTRA_PROPERTIES extra server.properties lines, appended verbatim
+  KAFKA_SASL_SSL_PORT    add a SASL_SSL listener on 127.0.0.1 (PLAIN, SCRAM-SHA-256/512,
+                         ACLs; certificates and the admin password in \$CHOREO_STATE/kafka/tls)
 EOF
 }
 
@@ -180,7 +187,40 @@ running_version() {
   printf '%s\n' "${v:-${KAFKA_VERSION}}"
 }
 
+# tls_material makes, once, a CA, a broker certificate it signs for
+# 127.0.0.1 and localhost, a PEM key store for the broker, and a random
+# password for the SASL user admin (PLAIN; a super user), all in TLS_DIR,
+# readable by its owner only.
+tls_material() {
+  [[ -f "${TLS_DIR}/keystore.pem" && -f "${TLS_DIR}/admin.password" ]] && return 0
+  command -v openssl >/dev/null || die "openssl not found: needed to make the SASL_SSL listener's certificates"
+  mkdir -p "${TLS_DIR}"
+  chmod 700 "${TLS_DIR}"
+  log "making a CA and a broker certificate in ${TLS_DIR}"
+  (
+    cd "${TLS_DIR}"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
+      -subj "/CN=choreo local CA" >/dev/null 2>&1
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr \
+      -subj "/CN=127.0.0.1" >/dev/null 2>&1
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -out server.pem -days 3650 -extfile server.ext >/dev/null 2>&1
+    cat server.key server.pem ca.pem >keystore.pem
+    head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >admin.password
+    chmod 600 ./*
+  ) || die "openssl could not make the certificates in ${TLS_DIR}"
+}
+
 write_config() {
+  local listeners="PLAINTEXT://127.0.0.1:${KAFKA_PORT},CONTROLLER://127.0.0.1:${KAFKA_CONTROLLER_PORT}"
+  local advertised="PLAINTEXT://127.0.0.1:${KAFKA_PORT}"
+  local protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+  if [[ -n "${KAFKA_SASL_SSL_PORT}" ]]; then
+    listeners+=",SASL_SSL://127.0.0.1:${KAFKA_SASL_SSL_PORT}"
+    advertised+=",SASL_SSL://127.0.0.1:${KAFKA_SASL_SSL_PORT}"
+    protocols+=",SASL_SSL:SASL_SSL"
+  fi
   cat >"${CONF}" <<EOF
 # Written by deploy/local/kafka.sh on every start; edits here are lost.
 # Single-node KRaft: this process is both broker and controller.
@@ -188,10 +228,10 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:${KAFKA_CONTROLLER_PORT}
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORT},CONTROLLER://127.0.0.1:${KAFKA_CONTROLLER_PORT}
-advertised.listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORT}
+listeners=${listeners}
+advertised.listeners=${advertised}
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=${protocols}
 
 log.dirs=${DATA_DIR}
 num.partitions=1
@@ -210,6 +250,26 @@ group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=4
 EOF
+  if [[ -n "${KAFKA_SASL_SSL_PORT}" ]]; then
+    # The PLAINTEXT listener and the controller stay open to all: their
+    # principal (ANONYMOUS) is a super user, so tests that use them see no
+    # ACLs. SASL users other than admin get only what ACLs grant them.
+    cat >>"${CONF}" <<EOF
+
+# SASL_SSL listener (KAFKA_SASL_SSL_PORT): PLAIN user admin (password in
+# ${TLS_DIR}/admin.password), SCRAM users created through the Kafka API
+# (AlterUserScramCredentials), ACLs enforced.
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_admin="$(cat "${TLS_DIR}/admin.password")";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=${TLS_DIR}/keystore.pem
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS;User:admin
+allow.everyone.if.no.acl.found=false
+EOF
+  fi
   if [[ -n "${KAFKA_EXTRA_PROPERTIES:-}" ]]; then
     printf '\n# KAFKA_EXTRA_PROPERTIES\n%s\n' "${KAFKA_EXTRA_PROPERTIES}" >>"${CONF}"
   fi
@@ -253,6 +313,7 @@ cmd_start() {
   if broker_pid >/dev/null && broker_answers; then
     log "kafka version: $(running_version) (already running, pid $(broker_pid))"
     printf 'KAFKA_BROKERS=%s\n' "${BROKERS}"
+    print_sasl_ssl
     return 0
   fi
   local pid
@@ -261,7 +322,7 @@ cmd_start() {
     log "broker pid ${pid} is running but not answering yet; waiting"
   else
     rm -f "${PID_FILE}"
-    for port in "${KAFKA_PORT}" "${KAFKA_CONTROLLER_PORT}"; do
+    for port in "${KAFKA_PORT}" "${KAFKA_CONTROLLER_PORT}" ${KAFKA_SASL_SSL_PORT}; do
       if port_open "$port"; then
         die "127.0.0.1:${port} is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
       fi
@@ -269,6 +330,9 @@ cmd_start() {
     find_java
     fetch_jars
     mkdir -p "${DATA_DIR}" "${LOG_DIR}"
+    if [[ -n "${KAFKA_SASL_SSL_PORT}" ]]; then
+      tls_material
+    fi
     write_config
     format_storage
     LOG_OFFSET="$(stat -c %s "${SERVER_LOG}" 2>/dev/null || echo 0)"
@@ -310,6 +374,20 @@ cmd_start() {
   done
   log "kafka version: $(running_version) (pid ${pid}, ready after ${SECONDS}s)"
   printf 'KAFKA_BROKERS=%s\n' "${BROKERS}"
+  print_sasl_ssl
+}
+
+# print_sasl_ssl prints where the SASL_SSL listener is and the files a
+# client needs (never the password itself).
+print_sasl_ssl() {
+  [[ -n "${KAFKA_SASL_SSL_PORT}" ]] || return 0
+  if ! grep -q "^listeners=.*SASL_SSL://127.0.0.1:${KAFKA_SASL_SSL_PORT}" "${CONF}" 2>/dev/null; then
+    log "the running broker has no SASL_SSL listener on ${KAFKA_SASL_SSL_PORT}: stop it and start again with KAFKA_SASL_SSL_PORT set"
+    return 0
+  fi
+  printf 'KAFKA_SASL_SSL_BROKERS=127.0.0.1:%s\n' "${KAFKA_SASL_SSL_PORT}"
+  printf 'KAFKA_SASL_SSL_CA_FILE=%s\n' "${TLS_DIR}/ca.pem"
+  printf 'KAFKA_SASL_SSL_ADMIN_PASSWORD_FILE=%s\n' "${TLS_DIR}/admin.password"
 }
 
 cmd_stop() {
