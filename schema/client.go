@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -125,6 +126,29 @@ func NewRegistry(urls []string, opts ...RegistryOption) (*Registry, error) {
 	if o.timeout > 0 {
 		hc.Timeout = o.timeout
 	}
+	// Responses are read whole (sr reads every body with io.ReadAll):
+	// bound them before they are read, so a registry that answers with
+	// endless bytes makes an error, not an allocation. TLS is set here,
+	// under the bound, rather than by sr (which would replace the
+	// transport).
+	base := hc.Transport
+	if o.tls != nil {
+		tr, ok := base.(*http.Transport)
+		switch {
+		case base == nil:
+			tr = http.DefaultTransport.(*http.Transport).Clone()
+		case !ok:
+			return nil, errors.New("schema: new registry: TLS with an HTTP client whose transport is not an *http.Transport")
+		default:
+			tr = tr.Clone()
+		}
+		tr.TLSClientConfig = o.tls
+		base = tr
+	}
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	hc.Transport = limitedTransport{rt: base, max: MaxResponseBytes}
 	srOpts := []sr.ClientOpt{
 		sr.URLs(append([]string(nil), urls...)...), // sr rewrites the slice in place
 		sr.HTTPClient(hc),
@@ -135,9 +159,6 @@ func NewRegistry(urls []string, opts ...RegistryOption) (*Registry, error) {
 	}
 	if o.bearer != "" {
 		srOpts = append(srOpts, sr.BearerToken(o.bearer))
-	}
-	if o.tls != nil {
-		srOpts = append(srOpts, sr.DialTLSConfig(o.tls))
 	}
 	cl, err := sr.NewClient(srOpts...)
 	if err != nil {
@@ -362,3 +383,57 @@ func (r *Registry) CheckCompatible(ctx context.Context, subject string, s *Schem
 	return &choreo.Error{Kind: choreo.KindIncompatibleSchema, Err: fmt.Errorf("schema: check: %w",
 		&IncompatibleError{Subject: subject, Schema: s.fullName, Reasons: reasons})}
 }
+
+// MaxResponseBytes bounds the body of a registry response. Schemas are
+// far smaller; the embedded registry refuses requests over 8 MiB.
+const MaxResponseBytes = 16 << 20
+
+// limitedTransport makes a response body over max an error, before more
+// than max bytes of it are read.
+type limitedTransport struct {
+	rt  http.RoundTripper
+	max int64
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t limitedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.rt.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	if resp.ContentLength > t.max {
+		resp.Body.Close()
+		return nil, fmt.Errorf("schema: registry response of %d bytes is over the limit of %d", resp.ContentLength, t.max)
+	}
+	resp.Body = &limitedBody{rc: resp.Body, left: t.max}
+	return resp, nil
+}
+
+// limitedBody reads at most left bytes, and fails after.
+type limitedBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// One byte more tells a body of exactly the limit from a longer one.
+		var one [1]byte
+		n, err := b.rc.Read(one[:])
+		if n > 0 {
+			return 0, fmt.Errorf("schema: registry response over the limit of %d bytes", MaxResponseBytes)
+		}
+		if err == nil {
+			err = io.EOF
+		}
+		return 0, err
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.rc.Close() }
