@@ -35,9 +35,10 @@ func script(ctx context.Context, name string, args ...string) (string, error) {
 
 // brokerRestarter stops and starts the broker the test runs on.
 type brokerRestarter struct {
-	name  string
-	stop  func() error
-	start func() error
+	name     string
+	embedded bool
+	stop     func() error
+	start    func() error
 }
 
 // restartableBroker returns the broker for TestBrokerRestart: with
@@ -85,8 +86,9 @@ func restartableBroker(t *testing.T) brokerRestarter {
 	})
 	t.Setenv("KAFKA_BROKERS", fake.ListenAddrs()[0]) // kafkatest and the clients use it
 	return brokerRestarter{
-		name: "embedded kfake closed and started again on its port and data directory",
-		stop: func() error { fake.Close(); fake = nil; return nil },
+		name:     "embedded kfake closed and started again on its port and data directory",
+		embedded: true,
+		stop:     func() error { fake.Close(); fake = nil; return nil },
 		start: func() error {
 			var err error
 			for range 50 { // the port may take a moment to be free again
@@ -108,7 +110,9 @@ func restartableBroker(t *testing.T) brokerRestarter {
 func TestBrokerRestart(t *testing.T) {
 	b := restartableBroker(t)
 	e := newEnv(t, 4, false, "")
-	e.brokerName = b.name
+	if b.embedded {
+		e.brokerName = "embedded kfake (with a data directory)"
+	}
 	n := size(3000, 15000)
 	outage := size(2*time.Second, 10*time.Second)
 	c := e.newConsumer(kafkatest.Group(t))

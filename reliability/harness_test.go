@@ -125,9 +125,9 @@ func writeReport(path string) error {
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Test < rows[j].Test })
 	var b strings.Builder
 	host, _ := os.Hostname()
-	fmt.Fprintf(&b, "Reliability suite, %s run, %s, %s on %s (%d CPUs), %s\n\n",
+	fmt.Fprintf(&b, "Reliability suite, %s run, %s, %s on %s (%d CPUs); brokers: %s; stores: %s\n\n",
 		map[bool]string{true: "full", false: "short"}[full()], time.Now().UTC().Format(time.RFC3339), runtime.Version(), host, runtime.NumCPU(),
-		strings.Join(uniq(rows), "; "))
+		strings.Join(uniq(rows, func(r result) string { return r.broker }), "; "), strings.Join(uniq(rows, func(r result) string { return r.store }), "; "))
 	b.WriteString("| fault | test | events in | effects | duplicates | lost | longest wait | drain | result | notes |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
@@ -141,15 +141,14 @@ func writeReport(path string) error {
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
-func uniq(rows []result) []string {
+// uniq returns the distinct non-empty values of field over rows.
+func uniq(rows []result, field func(result) string) []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, r := range rows {
-		for _, s := range []string{r.broker, r.store} {
-			if s != "" && !seen[s] {
-				seen[s] = true
-				out = append(out, s)
-			}
+		if s := field(r); s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
 		}
 	}
 	return out
