@@ -80,9 +80,13 @@ func TestCircuitBreakerHoldsRecordsThroughAnOutage(t *testing.T) {
 		concurrency = 8
 		threshold   = 20 // records failing in a row open the default breaker (Window 40, ratio 0.5)
 		attempts    = 3  // each may be tried this often before
-		coolDown    = 300 * time.Millisecond
 	)
 	outage := outageLength()
+	// Ten probes in the outage. Each probe is a real attempt: with many
+	// more cool-downs than the waiting records have attempts to spare,
+	// records would spend them all and go on to the retry topics (see
+	// Breaker).
+	coolDown := outage / 10
 	// Fast in-process retries and a short retry topic: without the breaker
 	// the outage would forward and dead-letter records within a second.
 	c := h.consumer(group, consumer.Metrics(metrics), consumer.Concurrency(concurrency),
