@@ -17,7 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// CheckTimeout bounds Check when its context has no earlier deadline.
+// CheckTimeout bounds Check when its context has no deadline.
 const CheckTimeout = 10 * time.Second
 
 // checkDialTimeout bounds one dial, TLS handshake included, in Check.
@@ -28,8 +28,9 @@ const checkDialTimeout = 3 * time.Second
 // certificate that is not trusted, SASL credentials the broker refuses, a
 // TLS client talking to a plaintext listener or the reverse, brokers that
 // cannot be reached. Failures that retrying cannot fix are returned at
-// once; brokers that refuse connections are tried again until ctx ends or
-// CheckTimeout passes. The error never holds the password.
+// once; brokers that refuse connections are tried again until ctx's
+// deadline, or for CheckTimeout if it has none. The error never holds the
+// password.
 //
 // A program calls it at start to fail fast with one clear message instead
 // of a client that retries for ever (franz-go retries every connection
@@ -39,8 +40,13 @@ func Check(ctx context.Context, c Config) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, CheckTimeout)
-	defer cancel()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, CheckTimeout)
+		defer cancel()
+	}
+	deadline, _ := ctx.Deadline()
+	wait := time.Until(deadline).Round(time.Second)
 	// A TLS client dialling a plaintext listener may get no answer at
 	// all to its handshake: a short dial timeout tells that apart.
 	cl, err := kgo.NewClient(append(opts, kgo.RequestRetries(0), kgo.DialTimeout(checkDialTimeout))...)
@@ -71,7 +77,7 @@ func Check(ctx context.Context, c Config) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("kafka at %s did not answer within %v: %w", strings.Join(c.Brokers, ","), CheckTimeout, c.Explain(last))
+			return fmt.Errorf("kafka at %s did not answer within %v: %w", strings.Join(c.Brokers, ","), wait, c.Explain(last))
 		case <-time.After(250 * time.Millisecond):
 		}
 	}

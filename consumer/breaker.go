@@ -17,7 +17,8 @@ import (
 // record of the source topic counts once, at its first handler attempt,
 // as a failure if that fails with a retryable error (choreo.KindRetryable,
 // a handler timeout, a schema registry that cannot be reached, a database
-// that refuses connections) and as a success if it succeeds. Once
+// that refuses connections) and as a success if it succeeds, or if one of
+// its in-process retries does (its trouble was its own). Once
 // FailureRatio of the last Window of them failed (with at least
 // MinAttempts counted) it opens: the route's records wait, uncommitted and
 // not counted as attempts (nothing is forwarded to a retry topic or
@@ -225,6 +226,20 @@ func (w *window) end(ref uint64, failed, neutral bool) {
 	}
 }
 
+// amend turns the failure of the attempt that took place ref into a
+// success, if the window still holds it.
+func (w *window) amend(ref uint64) {
+	if ref == 0 || ref-1 < w.base {
+		return
+	}
+	seq := ref - 1
+	s := &w.slots[seq%uint64(len(w.slots))]
+	if s.seq == seq && s.state == slotFailed {
+		s.state = slotOK
+		w.failures--
+	}
+}
+
 // drop forgets the outcome in s.
 func (w *window) drop(s *slot) {
 	switch s.state {
@@ -364,7 +379,7 @@ func (b *breaker) settle(d *delivery, result error) (closed bool) {
 	if b == nil {
 		return true
 	}
-	first := d.slot != 0
+	first := d.slot != 0 && d.attempt == 1
 	switch {
 	case result != errFailure:
 	case d.probe:
@@ -375,8 +390,18 @@ func (b *breaker) settle(d *delivery, result error) (closed bool) {
 		result = errNeutral // a retry, or a record from a retry topic
 	}
 	b.mu.Lock()
-	if first {
+	switch {
+	case first:
 		b.counts.end(d.slot, result == errFailure, result == errNeutral)
+		if result != errFailure {
+			d.slot = 0
+		}
+	case d.slot != 0 && result == nil:
+		// A record whose first attempt failed succeeded on a retry: the
+		// dependency works, the failure was the record's passing trouble
+		// (a lock, a conflict). Its vote becomes a success, so a backlog's
+		// tail of such records does not open the breaker.
+		b.counts.amend(d.slot)
 		d.slot = 0
 	}
 	if done := d.settle; done != nil {

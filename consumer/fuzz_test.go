@@ -40,7 +40,7 @@ func FuzzRetryState(f *testing.F) {
 			t.Fatalf("accepted a bad retry state: %+v %+v", st, st.origin)
 		}
 		for _, h := range st.origin.Headers {
-			if strings.HasPrefix(h.Key, "choreo-attempt") || h.Key == choreo.HeaderNotBefore {
+			if h.Key == choreo.HeaderAttempt || h.Key == choreo.HeaderNotBefore {
 				t.Fatalf("the original keeps retry header %s", h.Key)
 			}
 		}

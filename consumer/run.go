@@ -180,7 +180,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	// Credentials or certificates the brokers refuse make one clear
 	// error now, not a client retrying for ever (access.go).
-	if err := connection.Check(ctx, c.conn); err != nil {
+	checkCtx, cancelCheck := context.WithTimeout(ctx, 30*time.Second) // brokers still starting get as long as before
+	err = connection.Check(checkCtx, c.conn)
+	cancelCheck()
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil // asked to stop while starting
 		}

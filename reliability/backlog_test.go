@@ -67,7 +67,10 @@ func TestSlowConsumerLargeBacklog(t *testing.T) {
 	if peakUncommitted > maxUncommitted*peakAssigned {
 		t.Errorf("records tracked reached %d over %d partitions; want at most %d each", peakUncommitted, peakAssigned, maxUncommitted)
 	}
-	if peak > rssCap {
+	switch {
+	case raceEnabled:
+		t.Logf("race detector on: resident memory (peak %d MiB) not checked", peak>>20)
+	case peak > rssCap:
 		t.Errorf("resident memory peaked at %d MiB; want under %d MiB", peak>>20, rssCap>>20)
 	}
 	// Memory must not grow with progress through the backlog.
@@ -80,7 +83,7 @@ func TestSlowConsumerLargeBacklog(t *testing.T) {
 			late = max(late, s)
 		}
 	}
-	if half > 5 && late > early+early/2+(16<<20) {
+	if !raceEnabled && half > 5 && late > early+early/2+(16<<20) {
 		t.Errorf("resident memory grew through the backlog: peak %d MiB in the first half, %d MiB in the second", early>>20, late>>20)
 	}
 	handled := last.Handled

@@ -248,30 +248,24 @@ func (e *env) publish(first, n int) []string {
 	return ids
 }
 
-// stream publishes events in the background, batch by batch, until stop
-// is called or total have been sent; a publish that fails is counted, not
-// fatal (a broker restart makes some fail).
+// stream publishes events in the background, batch by batch, until total
+// have been sent; a publish that fails is counted, not fatal (a broker
+// restart makes some fail).
 type stream struct {
-	mu      sync.Mutex
-	acked   []string
-	failed  int
-	errs    []string
-	stopped chan struct{}
-	done    chan struct{}
+	mu     sync.Mutex
+	acked  []string
+	failed int
+	errs   []string
+	done   chan struct{}
 }
 
 // startStream sends total events from first on, batch at a time, pausing
 // pause between batches.
 func (e *env) startStream(first, total, batch int, pause time.Duration) *stream {
-	s := &stream{stopped: make(chan struct{}), done: make(chan struct{})}
+	s := &stream{done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		for sent := 0; sent < total; {
-			select {
-			case <-s.stopped:
-				return
-			default:
-			}
 			n := min(batch, total-sent)
 			var wg sync.WaitGroup
 			for i := range n {
@@ -307,16 +301,6 @@ func (s *stream) wait() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.acked...)
-}
-
-// stop ends the stream early and returns the acknowledged ids.
-func (s *stream) stop() []string {
-	select {
-	case <-s.stopped:
-	default:
-		close(s.stopped)
-	}
-	return s.wait()
 }
 
 func (s *stream) count() int {
