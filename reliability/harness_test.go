@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -41,6 +42,9 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	code := m.Run()
+	if cliPath != "" {
+		_ = os.RemoveAll(filepath.Dir(cliPath)) // the CLI built by the secured tests
+	}
 	if err := writeReport(os.Getenv("RELIABILITY_REPORT")); err != nil {
 		fmt.Fprintln(os.Stderr, "reliability report:", err)
 		if code == 0 {
