@@ -93,20 +93,8 @@ func run() error {
 	}
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if !svc.Consumer().Live() {
-			http.Error(w, "consumer stopped", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := svc.Consumer().CheckReady(); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
+	mux.Handle("GET /healthz", svc.Consumer().LiveHandler())
+	mux.Handle("GET /readyz", svc.Consumer().ReadyHandler())
 	mux.Handle("GET /metrics", metrics)
 	return serve(ctx, ln, mux, svc)
 }
