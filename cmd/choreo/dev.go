@@ -213,6 +213,11 @@ func (st *devStack) close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := st.registry.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// A request still open after 5s (a client of the stack that has
+		// not stopped yet): the stack is going away, so close it.
+		err = st.registry.Close()
+	}
 	st.broker.Close()
 	if err != nil {
 		return fmt.Errorf("stop schema registry: %w", err)
