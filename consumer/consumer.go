@@ -74,6 +74,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -227,6 +228,15 @@ func checkGroup(group string) error {
 
 // Group returns the consumer group.
 func (c *Consumer) Group() string { return c.group }
+
+// Topics returns the topics handlers are registered on, in the order they
+// were first registered: the source topics the consumer reads (besides
+// its own retry and redrive topics).
+func (c *Consumer) Topics() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.topics)
+}
 
 // Handle registers fn for events of type T (the Avro full name of T's
 // schema) on topic. It panics if the consumer already runs or the pair

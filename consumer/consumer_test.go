@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/choreokit/choreo"
+	"github.com/choreokit/choreo/connection"
 	"github.com/choreokit/choreo/consumer"
 	"github.com/choreokit/choreo/dlq"
 	"github.com/choreokit/choreo/kafkatest"
@@ -470,5 +472,30 @@ func TestShutdownDuringBackOffIsPrompt(t *testing.T) {
 	}
 	if calls.Load() != 1 {
 		t.Errorf("handler called %d times; want 1", calls.Load())
+	}
+}
+
+// TestTopicsListsSourceTopicsOnce: Topics names each topic a handler is
+// registered on once, in the order of first registration.
+func TestTopicsListsSourceTopicsOnce(t *testing.T) {
+	reg := newHarness(t, 1).reg
+	c, err := consumer.New(connection.Config{Brokers: []string{"127.0.0.1:1"}}, reg, "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Topics(); len(got) != 0 {
+		t.Fatalf("Topics before any Handle: %v; want none", got)
+	}
+	noop := func(context.Context, consumer.Event[OrderPlaced]) error { return nil }
+	consumer.Handle(c, "payments", noop)
+	consumer.Handle(c, "orders", noop)
+	consumer.Handle(c, "payments", func(context.Context, consumer.Event[PaymentRequested]) error { return nil })
+	got := c.Topics()
+	if want := []string{"payments", "orders"}; !slices.Equal(got, want) {
+		t.Fatalf("Topics: %v; want %v", got, want)
+	}
+	got[0] = "changed"
+	if c.Topics()[0] != "payments" {
+		t.Fatal("Topics returned the consumer's own slice")
 	}
 }

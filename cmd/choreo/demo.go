@@ -69,6 +69,13 @@ shipped and completed, or declined and cancelled; charged at most once;
 none lost. With DATABASE_URL (or --database-url) the payment service keeps
 its idempotency marks, payments and outbox in PostgreSQL.
 
+On a cluster (--brokers), the demo first moves the services' consumer
+groups to the end of the topics they read, as kafka-consumer-groups
+--reset-offsets --to-latest does: records earlier runs left unhandled are
+skipped (their number is printed), so the report is of this run alone. It
+stops with an error if one of those groups has members: services running
+elsewhere in the same groups would share this run's orders.
+
 The services' logs go to a file (--log-file, or a new one in the temporary
 directory), named at the end.`,
 		Args: usageArgs(cobra.NoArgs, func(args []string) string {
@@ -184,6 +191,7 @@ type demo struct {
 	placedMu  sync.Mutex
 	poisonKey string
 	chaosNote string
+	fresh     freshStart // on a cluster: the records of earlier runs skipped
 }
 
 // placedOrder is an order the demo placed.
@@ -274,6 +282,9 @@ func runDemo(ctx context.Context, o demoOptions, conn connection.Config, rf *reg
 	}()
 	if err := d.startServices(runCtx, &wg); err != nil {
 		return err
+	}
+	if n := d.fresh.total(); n > 0 {
+		fmt.Fprintf(out, "  skipped %d record(s) earlier runs left unhandled (%s): the services' groups start at the end of their topics\n", n, d.fresh)
 	}
 	if err := d.waitReady(runCtx); err != nil {
 		return err
@@ -373,10 +384,25 @@ func (d *demo) startServices(ctx context.Context, wg *sync.WaitGroup) error {
 	d.payments = &paymentRunner{cfg: paymentsvc.Config{
 		Conn: d.conn, Registry: d.reg, Logger: d.log, Gateway: gateway, LimitCents: d.opts.limitCents, DB: d.db, ConsumerOptions: retries,
 	}, svcErr: d.svcErr}
+	if err := d.payments.create(ctx); err != nil {
+		return err
+	}
+	if !d.embedded {
+		adm, closeAdm, err := d.admin()
+		if err != nil {
+			return err
+		}
+		d.fresh, err = startFresh(ctx, adm, d.consumers())
+		closeAdm()
+		if err != nil {
+			return err
+		}
+	}
 	for _, s := range []demoService{d.orders, d.shipping, d.notifications} {
 		d.run(ctx, wg, s)
 	}
-	return d.payments.start(ctx, wg)
+	d.payments.runCurrent(ctx, wg)
+	return nil
 }
 
 // demoService is what the demo runs of each service.
@@ -417,15 +443,34 @@ type paymentRunner struct {
 
 // start creates and runs a new instance.
 func (p *paymentRunner) start(ctx context.Context, wg *sync.WaitGroup) error {
+	if err := p.create(ctx); err != nil {
+		return err
+	}
+	p.runCurrent(ctx, wg)
+	return nil
+}
+
+// create creates a new instance, which runCurrent runs.
+func (p *paymentRunner) create(ctx context.Context) error {
 	svc, err := paymentsvc.New(ctx, p.cfg)
 	if err != nil {
 		return err
 	}
+	p.mu.Lock()
+	p.svc = svc
+	p.starts++
+	p.mu.Unlock()
+	return nil
+}
+
+// runCurrent runs the instance create made until ctx ends or restart
+// stops it.
+func (p *paymentRunner) runCurrent(ctx context.Context, wg *sync.WaitGroup) {
 	ictx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	p.mu.Lock()
-	p.svc, p.stop, p.done = svc, stop, done
-	p.starts++
+	svc := p.svc
+	p.stop, p.done = stop, done
 	p.mu.Unlock()
 	wg.Add(1)
 	go func() {
@@ -438,7 +483,6 @@ func (p *paymentRunner) start(ctx context.Context, wg *sync.WaitGroup) error {
 			p.svcErr <- fmt.Errorf("%s: %w", paymentsvc.Group, err)
 		}
 	}()
-	return nil
 }
 
 // restart stops the running instance (its context cancelled: it finishes

@@ -6,15 +6,22 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/choreokit/choreo"
+	"github.com/choreokit/choreo/connection"
 	"github.com/choreokit/choreo/dlq"
 	"github.com/choreokit/choreo/examples/events"
 	"github.com/choreokit/choreo/examples/orders/ordersvc"
 	"github.com/choreokit/choreo/examples/payments/paymentsvc"
+	"github.com/choreokit/choreo/examples/shipping/shippingsvc"
 	"github.com/choreokit/choreo/kafkatest"
 )
 
@@ -246,5 +253,96 @@ func TestPercentile(t *testing.T) {
 	}
 	if got := percentile(ds[:1], 99); got != time.Millisecond {
 		t.Errorf("p99 of one = %v; want 1ms", got)
+	}
+}
+
+// A demo on a cluster whose topics hold records of earlier runs (left
+// unhandled, or written with another registry's schema ids) must not
+// handle them: it skips them, says how many, and reports this run alone.
+func TestDemoSkipsWhatEarlierRunsLeft(t *testing.T) {
+	c := kafkatest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn := connection.Config{Brokers: c.Seeds()}
+	redrive := dlq.RedriveTopic(paymentsvc.Group)
+	if err := events.CreateTopics(ctx, conn, events.TopicOrders, redrive); err != nil {
+		t.Fatal(err)
+	}
+	cl := c.Client(t)
+	var left []*kgo.Record
+	for i := range 5 {
+		// Schema id 7 of some other registry, and not Avro either.
+		left = append(left, &kgo.Record{Topic: events.TopicOrders, Key: fmt.Appendf(nil, "left-%d", i), Value: []byte("\x00\x00\x00\x00\x07garbage"),
+			Headers: []kgo.RecordHeader{{Key: choreo.HeaderType, Value: []byte(events.OrderPlaced{}.AvroSchema().FullName())}}})
+	}
+	left = append(left, &kgo.Record{Topic: redrive, Key: []byte("left-redrive"), Value: []byte("not a dead letter")})
+	if err := cl.ProduceSync(ctx, left...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	code, stdout, stderr := runDemoForTest(t, []string{"demo", "--log-file", filepath.Join(t.TempDir(), "demo.log"),
+		"--brokers", strings.Join(c.Seeds(), ","), "--registry", kafkatest.SchemaRegistry(t), "--orders", "10", "--failure-rate", "0", "--seed", "5"})
+	if code != 0 {
+		t.Fatalf("choreo demo exited %d; want 0\nstderr: %s\nstdout:\n%s", code, stderr, stdout)
+	}
+	m := regexp.MustCompile(`skipped (\d+) record\(s\) earlier runs left unhandled \((.*)\)`).FindStringSubmatch(stdout)
+	if m == nil {
+		t.Fatalf("the demo does not say what it skipped:\n%s", stdout)
+	}
+	// On a shared real cluster other runs may have left more.
+	for topic, least := range map[string]int{events.TopicOrders: 5, redrive: 1} {
+		n := regexp.MustCompile(regexp.QuoteMeta(topic) + ` (\d+)`).FindStringSubmatch(m[2])
+		if n == nil {
+			t.Errorf("skipped %q does not name %s", m[2], topic)
+			continue
+		}
+		if got, _ := strconv.Atoi(n[1]); got < least {
+			t.Errorf("skipped %d of %s; want at least %d", got, topic, least)
+		}
+	}
+	for _, want := range []string{
+		"10 placed: 8 completed, 2 cancelled",
+		"dead letters  2 (payment-service: bad_magic_byte 1; notification-service: bad_magic_byte 1)",
+		"consistency   ok",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("the report does not say %q:\n%s", want, stdout)
+		}
+	}
+}
+
+// A demo on a cluster where one of the services' groups has members (the
+// services running elsewhere) must stop before placing an order, and say
+// which group.
+func TestDemoRefusesAGroupWithMembers(t *testing.T) {
+	c := kafkatest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := events.CreateTopics(ctx, connection.Config{Brokers: c.Seeds()}, events.TopicOrders); err != nil {
+		t.Fatal(err)
+	}
+	member := c.Client(t, kgo.ConsumerGroup(shippingsvc.Group), kgo.ConsumeTopics(events.TopicOrders))
+	for {
+		described, err := c.Admin().DescribeGroups(ctx, shippingsvc.Group)
+		if err == nil && len(described[shippingsvc.Group].Members) > 0 {
+			break
+		}
+		pctx, pcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		member.PollRecords(pctx, 1) // joins the group
+		pcancel()
+		if ctx.Err() != nil {
+			t.Fatalf("the member never joined group %s: %v", shippingsvc.Group, err)
+		}
+	}
+	code, stdout, stderr := runDemoForTest(t, []string{"demo", "--log-file", filepath.Join(t.TempDir(), "demo.log"),
+		"--brokers", strings.Join(c.Seeds(), ","), "--registry", kafkatest.SchemaRegistry(t), "--orders", "5"})
+	if code != 1 {
+		t.Fatalf("choreo demo exited %d; want 1\nstderr: %s\nstdout:\n%s", code, stderr, stdout)
+	}
+	if !strings.Contains(stderr, "group "+shippingsvc.Group+" has 1 member(s)") {
+		t.Errorf("stderr: %q; want it to name the group with a member", stderr)
+	}
+	if strings.Contains(stdout, "orders placed") {
+		t.Errorf("orders were placed:\n%s", stdout)
 	}
 }
