@@ -60,6 +60,7 @@ const (
 const (
 	HeaderAttempt           = "choreo-attempt"            // delivery attempts so far, across retry tiers
 	HeaderNotBefore         = "choreo-not-before"         // RFC 3339 time before which a retry record must not be handled
+	HeaderFirstFailure      = "choreo-first-failure"      // RFC 3339 time handling first failed, across retry tiers
 	HeaderOriginalTopic     = "choreo-original-topic"     // topic the record was first consumed from
 	HeaderOriginalPartition = "choreo-original-partition" // its partition
 	HeaderOriginalOffset    = "choreo-original-offset"    // its offset

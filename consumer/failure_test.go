@@ -337,6 +337,12 @@ func TestLastRetryTierDeadLetters(t *testing.T) {
 	if dl.Error.Kind != choreo.KindRetriesExhausted || dl.Attempts != 4 {
 		t.Errorf("kind %s attempts %d; want retries_exhausted after 4 (2 in process × 2 tiers)", dl.Error.Kind, dl.Attempts)
 	}
+	// The first failure is the source topic's, a tier's delay (100ms)
+	// before the retry topic's attempts.
+	if span := dl.LastFailure.Sub(dl.FirstFailure); span < 100*time.Millisecond {
+		t.Errorf("first failure %v, last %v: %v apart; want the first failure in the source topic, at least the tier's 100ms before",
+			dl.FirstFailure, dl.LastFailure, span)
+	}
 	if dl.Original.Topic != h.topic || dl.Original.Offset != pub.Offset || dl.Original.Partition != pub.Partition {
 		t.Errorf("original %s/%d/%d; want the source record %s/%d/%d", dl.Original.Topic, dl.Original.Partition,
 			dl.Original.Offset, h.topic, pub.Partition, pub.Offset)

@@ -96,7 +96,9 @@ func (rt *runtime) handle(d *delivery) (done bool, retryIn time.Duration) {
 		hctx := d.handling.Init(d.part.ctx, c.group, choreo.Position{Topic: d.rec.Topic, Partition: d.rec.Partition, Offset: d.rec.Offset})
 		d.ctx, d.span = tracing.StartProcess(hctx, d.rec, c.group)
 		if err := rt.prepare(d); err != nil {
-			d.first = time.Now()
+			if d.first.IsZero() {
+				d.first = time.Now()
+			}
 			return rt.deadLetter(d, err, d.first), 0
 		}
 		if d.route == nil { // unknown type, skipped
@@ -192,6 +194,7 @@ func (rt *runtime) prepare(d *delivery) error {
 			return err
 		}
 		d.priorAttempts, d.origin, source = st.priorAttempts, st.origin, st.origin.Topic
+		d.first = st.firstFailure // the dead letter's first failure is the first tier's
 	}
 	if len(d.rec.Value) > c.cfg.maxValueBytes {
 		return choreo.Errorf(choreo.KindTooLarge, "value of %d bytes is over the limit of %d", len(d.rec.Value), c.cfg.maxValueBytes)

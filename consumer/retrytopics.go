@@ -65,11 +65,13 @@ type retryState struct {
 	tier          int       // 1-based tier of the retry topic the record came from
 	priorAttempts int       // handler attempts before this delivery
 	notBefore     time.Time // not to be handled before
+	firstFailure  time.Time // when handling first failed, in the source topic's tier; zero if not said
 	origin        *dlq.Original
 }
 
 // readRetryState reads the choreo- headers of a record from a retry topic:
-// the original coordinates, the attempts so far and the not-before time.
+// the original coordinates, the attempts so far, the not-before time and
+// when handling first failed.
 func readRetryState(r *kgo.Record, tier int) (retryState, error) {
 	st := retryState{tier: tier}
 	orig := dlq.Original{Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Partition: -1, Offset: -1}
@@ -88,6 +90,12 @@ func readRetryState(r *kgo.Record, tier int) (retryState, error) {
 				return st, choreo.Errorf(choreo.KindMissingHeader, "retry record: bad %s %q", choreo.HeaderNotBefore, v)
 			}
 			st.notBefore = t
+		case choreo.HeaderFirstFailure:
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				return st, choreo.Errorf(choreo.KindMissingHeader, "retry record: bad %s %q", choreo.HeaderFirstFailure, v)
+			}
+			st.firstFailure = t
 		case choreo.HeaderOriginalTopic:
 			orig.Topic = v
 		case choreo.HeaderOriginalPartition:
@@ -146,6 +154,9 @@ func (rt *runtime) forward(d *delivery, cause error, tier int) bool {
 	add := func(k, v string) { rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)}) }
 	add(choreo.HeaderAttempt, strconv.Itoa(attempts))
 	add(choreo.HeaderNotBefore, notBefore.UTC().Format(time.RFC3339Nano))
+	if !d.first.IsZero() {
+		add(choreo.HeaderFirstFailure, d.first.UTC().Format(time.RFC3339Nano))
+	}
 	add(choreo.HeaderOriginalTopic, origTopic)
 	add(choreo.HeaderOriginalPartition, strconv.FormatInt(int64(origPart), 10))
 	add(choreo.HeaderOriginalOffset, strconv.FormatInt(origOff, 10))
