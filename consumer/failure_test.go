@@ -257,7 +257,7 @@ func TestRetryTopicsDelayAndCountAttempts(t *testing.T) {
 		attempts[ev.Key] = append(attempts[ev.Key], ev.Attempt)
 		at[ev.Key] = append(at[ev.Key], time.Now())
 		if ev.Key == "flaky" && ev.Attempt < 3 {
-			return errors.New("not yet")
+			return errors.New("not yet:\n\tthe gateway said no")
 		}
 		successes.Add(1)
 		return nil
@@ -307,6 +307,9 @@ func TestRetryTopicsDelayAndCountAttempts(t *testing.T) {
 		rs := consumeAll(t, h, topic, 1)
 		if got := header(rs[0], choreo.HeaderAttempt); got != strconv.Itoa(i+1) {
 			t.Errorf("%s: %s = %q; want %d", topic, choreo.HeaderAttempt, got, i+1)
+		}
+		if got := header(rs[0], choreo.HeaderErrorMessage); got != "not yet:  the gateway said no" {
+			t.Errorf("%s: %s = %q; want the error on one line", topic, choreo.HeaderErrorMessage, got)
 		}
 		if got := header(rs[0], choreo.HeaderOriginalTopic); got != h.topic {
 			t.Errorf("%s: original topic %q; want %s", topic, got, h.topic)

@@ -147,10 +147,7 @@ func (rt *runtime) forward(d *delivery, cause error, tier int) bool {
 			rec.Headers = append(rec.Headers, h)
 		}
 	}
-	msg := cause.Error()
-	if len(msg) > dlq.MaxHeaderMessageLen {
-		msg = strings.ToValidUTF8(msg[:dlq.MaxHeaderMessageLen], "")
-	}
+	msg := dlq.HeaderMessage(cause.Error())
 	add := func(k, v string) { rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)}) }
 	add(choreo.HeaderAttempt, strconv.Itoa(attempts))
 	add(choreo.HeaderNotBefore, notBefore.UTC().Format(time.RFC3339Nano))

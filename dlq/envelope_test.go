@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -461,5 +462,28 @@ func TestView(t *testing.T) {
 	dl.Original.Value = nil
 	if tomb := js(dl.View(context.Background(), codec)); !strings.Contains(tomb, `"value":null`) {
 		t.Errorf("view of a tombstone %s; want a null value", tomb)
+	}
+}
+
+// TestHeaderMessage: the header's message is valid UTF-8, on one line and
+// cut at MaxHeaderMessageLen bytes without splitting a character.
+func TestHeaderMessage(t *testing.T) {
+	long := strings.Repeat("é", dlq.MaxHeaderMessageLen) // 2 bytes each
+	for _, tc := range []struct{ name, in, want string }{
+		{"plain", "charge failed", "charge failed"},
+		{"lines and tabs", "charge failed:\r\n\tgateway down", "charge failed:   gateway down"},
+		{"invalid UTF-8", "bad \xff byte", "bad \uFFFD byte"},
+		{"cut on a character boundary", long, long[:dlq.MaxHeaderMessageLen]},
+		{"cut after an odd byte", "x" + long, "x" + long[:dlq.MaxHeaderMessageLen-2]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := dlq.HeaderMessage(tc.in)
+			if got != tc.want {
+				t.Errorf("HeaderMessage(%.40q…) = %.40q… (%d bytes); want %.40q… (%d bytes)", tc.in, got, len(got), tc.want, len(tc.want))
+			}
+			if !utf8.ValidString(got) || len(got) > dlq.MaxHeaderMessageLen || strings.ContainsAny(got, "\r\n\t") {
+				t.Errorf("HeaderMessage(%.40q…) = %.40q…: not one valid line within the limit", tc.in, got)
+			}
+		})
 	}
 }

@@ -429,7 +429,7 @@ func readableHeaders(dl *DeadLetter) []kgo.RecordHeader {
 	add(choreo.HeaderOriginalPartition, strconv.FormatInt(int64(dl.Original.Partition), 10))
 	add(choreo.HeaderOriginalOffset, strconv.FormatInt(dl.Original.Offset, 10))
 	add(choreo.HeaderErrorKind, string(dl.Error.Kind))
-	add(choreo.HeaderErrorMessage, cut(singleLine(dl.Error.Message), MaxHeaderMessageLen))
+	add(choreo.HeaderErrorMessage, HeaderMessage(dl.Error.Message))
 	add(choreo.HeaderAttempt, strconv.FormatInt(int64(dl.Attempts), 10))
 	add(choreo.HeaderContentType, choreo.ContentTypeAvro)
 	for _, name := range copiedHeaders {
@@ -441,6 +441,13 @@ func readableHeaders(dl *DeadLetter) []kgo.RecordHeader {
 		}
 	}
 	return hs
+}
+
+// HeaderMessage returns an error message as the choreo-error-message
+// header carries it, on dead letters and on retry-topic forwards alike:
+// valid UTF-8, on one line, cut at MaxHeaderMessageLen bytes.
+func HeaderMessage(msg string) string {
+	return cut(singleLine(strings.ToValidUTF8(msg, "\uFFFD")), MaxHeaderMessageLen)
 }
 
 // singleLine replaces line breaks and tabs by spaces, so that a tool
