@@ -101,13 +101,38 @@ func Permanent(err error) bool {
 }
 
 // Explain returns err with what it most likely means for a client
-// configured as c: which setting to look at. It wraps err (errors.Is and
-// As still see it), and, like err, it holds no password.
+// configured as c: which setting to look at (Hint), after the brokers'
+// addresses. It wraps err (errors.Is and As still see it), and, like err,
+// it holds no password.
 func (c Config) Explain(err error) error {
 	if err == nil {
 		return nil
 	}
 	where := strings.Join(c.Brokers, ",")
+	if hint := c.Hint(err); hint != "" {
+		return fmt.Errorf("kafka at %s: %s: %w", where, hint, err)
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return fmt.Errorf("kafka at %s: %w", where, err)
+	}
+	as := ""
+	if c.SASLMechanism != "" {
+		as = fmt.Sprintf(" as user %q with SASL %s", c.SASLUsername, c.SASLMechanism)
+	}
+	return fmt.Errorf("kafka at %s%s: %w", where, as, err)
+}
+
+// Hint says what a connection error most likely means for a client
+// configured as c, and which setting to look at: an untrusted
+// certificate, a plaintext listener dialled with TLS or the reverse,
+// credentials the broker refuses (also when it only closes the
+// connection, as some listeners do), a broker that refuses connections.
+// It is "" when it has nothing to add to err. It holds no password.
+func (c Config) Hint(err error) string {
+	if err == nil {
+		return ""
+	}
 	as := ""
 	if c.SASLMechanism != "" {
 		as = fmt.Sprintf(" as user %q with SASL %s", c.SASLUsername, c.SASLMechanism)
@@ -117,32 +142,28 @@ func (c Config) Explain(err error) error {
 	var header tls.RecordHeaderError
 	switch {
 	case errors.As(err, &unknown):
-		return fmt.Errorf("kafka at %s: the broker's TLS certificate is not signed by a trusted CA (set %s to the CA that signed it): %w", where, EnvTLSCAFile, err)
+		return fmt.Sprintf("the broker's TLS certificate is not signed by a trusted CA (set %s to the CA that signed it)", EnvTLSCAFile)
 	case errors.As(err, &host):
-		return fmt.Errorf("kafka at %s: the broker's TLS certificate does not name the address dialled: %w", where, err)
+		return "the broker's TLS certificate does not name the address dialled"
 	case errors.As(err, &header):
-		return fmt.Errorf("kafka at %s: TLS handshake failed, the listener does not speak TLS (unset %s, or use the broker's TLS port): %w", where, EnvTLS, err)
+		return fmt.Sprintf("TLS handshake failed, the listener does not speak TLS (unset %s, or use the broker's TLS port)", EnvTLS)
 	case Permanent(err) && errors.Is(err, kerr.SaslAuthenticationFailed):
-		return fmt.Errorf("kafka at %s: authentication%s failed: wrong user name or password (%s, %s): %w", where, as, EnvSASLUsername, EnvSASLPassword, err)
+		return fmt.Sprintf("authentication%s failed: wrong user name or password (%s, %s)", as, EnvSASLUsername, EnvSASLPassword)
 	case Permanent(err) && (errors.Is(err, kerr.UnsupportedSaslMechanism) || errors.Is(err, kerr.IllegalSaslState)):
-		return fmt.Errorf("kafka at %s: the listener does not take SASL %s (%s): %w", where, c.SASLMechanism, EnvSASLMechanism, err)
+		return fmt.Sprintf("the listener does not take SASL %s (%s)", c.SASLMechanism, EnvSASLMechanism)
 	case Permanent(err):
-		return fmt.Errorf("kafka at %s: TLS failed: %w", where, err)
+		return "TLS failed"
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		switch {
 		case c.SASLMechanism != "":
-			return fmt.Errorf("kafka at %s: the broker closed the connection during authentication%s: wrong user name or password, or a mechanism the listener does not enable: %w", where, as, err)
+			return fmt.Sprintf("the broker closed the connection during authentication%s: wrong user name or password, or a mechanism the listener does not enable", as)
 		case c.TLS == nil:
-			return fmt.Errorf("kafka at %s: the broker closed the connection: a TLS or SASL listener (set %s, %s)? %w", where, EnvTLS, EnvSASLMechanism, err)
+			return fmt.Sprintf("the broker closed the connection: a TLS or SASL listener (set %s, %s)?", EnvTLS, EnvSASLMechanism)
 		}
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("kafka at %s: connection refused: is the broker running, at that address? %w", where, err)
+		return "connection refused: is the broker running, at that address?"
 	}
-	var dns *net.DNSError
-	if errors.As(err, &dns) {
-		return fmt.Errorf("kafka at %s: %w", where, err)
-	}
-	return fmt.Errorf("kafka at %s%s: %w", where, as, err)
+	return ""
 }
 
 // connWatch records the outcome of a client's latest connection attempt

@@ -8,12 +8,17 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
+	"io"
 	"math/big"
 	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -130,5 +135,43 @@ func TestLastError(t *testing.T) {
 	}
 	if err := (Config{}).LastError(nil); err != nil {
 		t.Fatalf("LastError(nil): %v", err)
+	}
+}
+
+// TestHint: Hint names the setting to look at for the errors it knows,
+// says nothing of others, and Explain carries it after the brokers.
+func TestHint(t *testing.T) {
+	plain := Config{Brokers: []string{"127.0.0.1:1"}}
+	sasl := Config{Brokers: []string{"127.0.0.1:1"}, SASLMechanism: MechanismSCRAMSHA256, SASLUsername: "ada", SASLPassword: "s3cret-pw"}
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	for _, tc := range []struct {
+		name string
+		c    Config
+		err  error
+		want string
+	}{
+		{"nil", plain, nil, ""},
+		{"unknown error", plain, errors.New("something else"), ""},
+		{"refused", plain, refused, "connection refused: is the broker running"},
+		{"closed during SASL", sasl, io.EOF, `during authentication as user "ada" with SASL SCRAM-SHA-256: wrong user name or password`},
+		{"closed, plaintext client", plain, io.ErrUnexpectedEOF, "a TLS or SASL listener"},
+		{"SASL refused", sasl, kerr.SaslAuthenticationFailed, "wrong user name or password (KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tc.c.Hint(tc.err)
+			if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+				t.Fatalf("Hint(%v) = %q; want %q", tc.err, got, tc.want)
+			}
+			if strings.Contains(got, "s3cret") {
+				t.Fatalf("Hint holds the password: %q", got)
+			}
+			if tc.err == nil {
+				return
+			}
+			ex := tc.c.Explain(tc.err)
+			if !errors.Is(ex, tc.err) || !strings.HasPrefix(ex.Error(), "kafka at 127.0.0.1:1") || !strings.Contains(ex.Error(), got) {
+				t.Fatalf("Explain(%v) = %v; want the brokers, the hint %q and the error wrapped", tc.err, ex, got)
+			}
+		})
 	}
 }

@@ -394,6 +394,9 @@ func TestSecuredServiceKeepsItsSecret(t *testing.T) {
 			if lines := strings.Count(strings.TrimSpace(string(stderr)), "\n") + 1; lines > 3 {
 				t.Errorf("choreo with a wrong password wrote %d lines to stderr; want one error: %s", lines, stderr)
 			}
+			if !bytes.Contains(stderr, []byte("wrong user name or password")) {
+				t.Errorf("choreo with a wrong password: %s; want it to say the user name or password is wrong", stderr)
+			}
 			t.Logf("choreo with a wrong password (%v): %s", time.Since(start).Round(time.Millisecond), bytes.TrimSpace(stderr))
 		})
 	}

@@ -178,10 +178,7 @@ func (f *dlqFlags) open(ctx context.Context, t target, needRegistry bool) (*dlqE
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("cannot reach Kafka at %s: no answer within %v", e.brokers, dlqConnectTimeout)
-		}
-		return nil, fmt.Errorf("cannot reach Kafka at %s: %w", e.brokers, err)
+		return nil, unreachable(cfg, e.cl, err, dlqConnectTimeout)
 	}
 	d, ok := all[t.topic]
 	if !ok || d.Err != nil {

@@ -86,7 +86,7 @@ func TestDLQUnreachableBroker(t *testing.T) {
 		start := time.Now()
 		code := run(context.Background(), args, &out, &errOut)
 		t.Logf("%s failed after %v", strings.Join(args[:2], " "), time.Since(start).Round(time.Millisecond))
-		if code != 1 || !strings.Contains(errOut.String(), "cannot reach Kafka at 127.0.0.1:1") || strings.Count(errOut.String(), "\n") != 1 {
+		if code != 1 || !strings.Contains(errOut.String(), "cannot reach Kafka at 127.0.0.1:1: connection refused: is the broker running") || strings.Count(errOut.String(), "\n") != 1 {
 			t.Errorf("%v: status %d, stderr %q; want 1 and one line saying Kafka cannot be reached", args, code, errOut.String())
 		}
 	}

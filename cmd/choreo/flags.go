@@ -1,14 +1,18 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/choreokit/choreo/connection"
 	"github.com/choreokit/choreo/schema"
@@ -173,4 +177,25 @@ func writeOutput[T any](w io.Writer, o *outputFlag, columns []string, items []T,
 		fmt.Fprintln(tw, strings.Join(row(it), "\t"))
 	}
 	return tw.Flush()
+}
+
+// unreachable is the error of a command whose first request to the
+// cluster failed with err: what err most likely means for conn (a wrong
+// password, a plaintext listener dialled with TLS: connection.Config.Hint),
+// or, when the wait passed without an answer, why cl's last connection
+// attempt failed, if it did.
+func unreachable(conn connection.Config, cl *kgo.Client, err error, wait time.Duration) error {
+	where := strings.Join(conn.Brokers, ",")
+	if errors.Is(err, context.DeadlineExceeded) {
+		// LastError wraps the connection's error in its explanation.
+		last := errors.Unwrap(conn.LastError(cl))
+		if last == nil {
+			return fmt.Errorf("cannot reach Kafka at %s: no answer within %v", where, wait)
+		}
+		where, err = fmt.Sprintf("%s within %v", where, wait), last
+	}
+	if hint := conn.Hint(err); hint != "" {
+		return fmt.Errorf("cannot reach Kafka at %s: %s: %w", where, hint, err)
+	}
+	return fmt.Errorf("cannot reach Kafka at %s: %w", where, err)
 }

@@ -276,7 +276,7 @@ func clusterID(ctx context.Context, conn connection.Config) (string, error) {
 	defer cancel()
 	md, err := kadm.NewClient(cl).BrokerMetadata(ctx)
 	if err != nil {
-		return "", fmt.Errorf("cannot reach Kafka at %s: %w", strings.Join(conn.Brokers, ","), err)
+		return "", unreachable(conn, cl, err, 15*time.Second)
 	}
 	id := strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
