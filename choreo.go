@@ -354,7 +354,7 @@ const (
 	KindUnknownType        ErrorKind = "unknown_type"        // no handler is registered for the event type
 	KindPanic              ErrorKind = "panic"               // the handler panicked
 	KindTimeout            ErrorKind = "timeout"             // the handler ran past its deadline
-	KindTooLarge           ErrorKind = "too_large"           // the value is over the configured maximum size
+	KindTooLarge           ErrorKind = "too_large"           // the value is over the configured maximum size, or the record too large for its retry topic
 )
 
 // Permanent reports whether events failing with this kind must not be retried.

@@ -282,15 +282,21 @@ func (h *harness) deleteDeadLetterTopic(t *testing.T, group string) {
 // write at once, as it would refuse one that is not authorized.
 func (h *harness) limitDeadLetterTopic(t *testing.T, group string, n int) {
 	t.Helper()
+	h.limitTopic(t, dlq.Topic(group), n)
+}
+
+// limitTopic sets max.message.bytes of topic to n.
+func (h *harness) limitTopic(t *testing.T, topic string, n int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	v := strconv.Itoa(n)
-	resps, err := h.cluster.Admin().AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "max.message.bytes", Value: &v}}, dlq.Topic(group))
+	resps, err := h.cluster.Admin().AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "max.message.bytes", Value: &v}}, topic)
 	if err == nil {
-		_, err = resps.On(dlq.Topic(group), nil)
+		_, err = resps.On(topic, nil)
 	}
 	if err != nil {
-		t.Fatalf("set max.message.bytes of %s: %v", dlq.Topic(group), err)
+		t.Fatalf("set max.message.bytes of %s: %v", topic, err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -354,6 +355,46 @@ func TestLastRetryTierDeadLetters(t *testing.T) {
 		if len(hd.Key) > 7 && hd.Key[:7] == "choreo-" {
 			t.Errorf("original headers carry retry header %s", hd.Key)
 		}
+	}
+}
+
+// TestTooLargeForRetryTopicIsDeadLettered: a record its retry topic
+// refuses as too large does not hold its partition: it is dead-lettered
+// (kind too_large, saying why and the handler's error), and the records
+// after it are committed.
+func TestTooLargeForRetryTopicIsDeadLettered(t *testing.T) {
+	h := newHarness(t, 1)
+	group := kafkatest.Group(t)
+	c := h.consumer(group, consumer.RetryTopics(100*time.Millisecond), consumer.Retry(consumer.RetryPolicy{MaxAttempts: 1, Multiplier: 1}),
+		consumer.StuckAfter(time.Minute))
+	consumer.Handle(c, h.topic, behaviour)
+	stop := running(t, c)
+	eventually(t, 20*time.Second, "consumer ready", c.Ready)
+	retryTopic := fmt.Sprintf("%s.retry.1-100ms", group)
+	h.limitTopic(t, retryTopic, 64) // no forward fits
+	ctx := context.Background()
+	for i, id := range []string{"ok", "fail", "ok"} {
+		if _, err := h.prod.Publish(ctx, h.topic, "k", order(id, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 20*time.Second, "the refused forward dead-lettered", func() bool { return c.Stats().DeadLettered == 1 })
+	eventually(t, 10*time.Second, "commit past it", func() bool { return h.committed(group)[0] == 3 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Stats(); s.Forwarded != 0 || s.Handled != 2 {
+		t.Errorf("stats %+v; want no forward and 2 handled", s)
+	}
+	dls := h.readDeadLetters(t, dlq.Topic(group), 1, 5*time.Second)
+	if len(dls) != 1 {
+		t.Fatalf("%d dead letters; want 1", len(dls))
+	}
+	dl := dls[0]
+	if dl.Error.Kind != choreo.KindTooLarge || dl.Attempts != 1 || dl.Original.Offset != 1 ||
+		!strings.Contains(dl.Error.Message, retryTopic) || !strings.Contains(dl.Error.Message, "downstream unavailable") {
+		t.Errorf("dead letter kind %s, attempts %d, offset %d, message %q; want too_large after 1 attempt of offset 1, naming %s and the handler's error",
+			dl.Error.Kind, dl.Attempts, dl.Original.Offset, dl.Error.Message, retryTopic)
 	}
 }
 

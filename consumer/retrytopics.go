@@ -2,11 +2,13 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/choreokit/choreo"
@@ -160,10 +162,27 @@ func (rt *runtime) forward(d *delivery, cause error, tier int) bool {
 	add(choreo.HeaderErrorKind, string(choreo.KindOf(cause)))
 	add(choreo.HeaderErrorMessage, msg)
 
+	// A record the retry topic refuses as too large (its headers grew
+	// with the retry state, or the topic's max.message.bytes is below
+	// the source's) would be refused for ever: it goes to the dead-letter
+	// topic instead, whose writer cuts a dead letter to fit, rather than
+	// holding its partition until an operator raises the limit.
+	var refused error
 	if !rt.writeUntilAcked(d, "retry-topic forward", topic, func(ctx context.Context) error {
-		return rt.cl.ProduceSync(ctx, rec).FirstErr()
+		err := rt.cl.ProduceSync(ctx, rec).FirstErr()
+		if errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) {
+			refused = err
+			return nil
+		}
+		return err
 	}) {
 		return false
+	}
+	if refused != nil {
+		c.log.WarnContext(d.ctx, "event too large for its retry topic: dead-lettered instead", "topic", d.rec.Topic, "partition", d.rec.Partition,
+			"offset", d.rec.Offset, "retry_topic", topic, "attempt", attempts, "err", refused)
+		return rt.deadLetter(d, &choreo.Error{Kind: choreo.KindTooLarge,
+			Err: fmt.Errorf("not forwarded to retry topic %s, which refused it as too large (%w), after %d attempt(s), last: %w", topic, refused, attempts, cause)}, d.first)
 	}
 	c.stats.forwarded.Add(1)
 	d.outcome, d.err = tracing.OutcomeRetried, cause
