@@ -37,9 +37,16 @@ func localPostgres(t *testing.T) {
 
 // TestPostgresOutage stops PostgreSQL (the idempotency store and the
 // effects) mid-stream and starts it again. The store's errors are
-// retryable: the circuit breaker opens, nothing is dead-lettered or
-// forwarded for the outage, and afterwards every event's effect exists
-// exactly once.
+// retryable: the circuit breaker opens, nothing is dead-lettered for the
+// outage, and afterwards every event's effect exists exactly once.
+//
+// The breaker opens once 20 first attempts (MinAttempts) have failed. A
+// record whose first attempt was among them, or in flight when it opened,
+// may spend its in-process attempts first and go on to the retry topic,
+// where it waits for the breaker like the rest; so at most MinAttempts +
+// Concurrency - 1 records are forwarded. That happens when the outage
+// meets a burst (a partition's first fetch held back, a handler stalled
+// while the database shuts down): CI saw 11 once.
 func TestPostgresOutage(t *testing.T) {
 	localPostgres(t)
 	e := newEnv(t, 4, true, "")
@@ -90,8 +97,10 @@ func TestPostgresOutage(t *testing.T) {
 	if !sawOpen {
 		t.Errorf("the breaker never opened during the outage (stats %+v)", mid)
 	}
-	if st.DeadLettered != 0 || st.Forwarded != 0 {
-		t.Errorf("%d dead-lettered, %d forwarded; want none for a database outage", st.DeadLettered, st.Forwarded)
+	const minAttempts, concurrency = 20, 16 // the defaults
+	if st.DeadLettered != 0 || st.Forwarded >= minAttempts+concurrency {
+		t.Errorf("%d dead-lettered, %d forwarded; want none dead-lettered, and fewer than %d forwarded (those that failed before the breaker opened)",
+			st.DeadLettered, st.Forwarded, minAttempts+concurrency)
 	}
 	tl := count(sent, e.sink.effects(t))
 	tl.check(t)
@@ -99,6 +108,6 @@ func TestPostgresOutage(t *testing.T) {
 		Fault:  fmt.Sprintf("PostgreSQL stopped %v (deploy/local/postgres.sh stop/start)", back.Sub(began).Round(100*time.Millisecond)),
 		Events: tl.events, Effects: tl.effects, Duplicates: tl.duplicates, Lost: tl.lost,
 		Drain: done.Sub(back),
-		Notes: fmt.Sprintf("breaker opened, %d waits at it, 0 dead letters, 0 forwards", st.CircuitWaits),
+		Notes: fmt.Sprintf("breaker opened, %d waits at it, %d dead letters, %d forwards (records that failed before it opened)", st.CircuitWaits, st.DeadLettered, st.Forwarded),
 	})
 }
