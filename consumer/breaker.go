@@ -556,8 +556,10 @@ func (b *breaker) tick() {
 func (b *breaker) changed(_ string, from, to gobreaker.State) {
 	rt := b.rt
 	st := circuitState(to)
-	b.state.Store(int64(st))
+	// The gauge first: whoever sees the new state in Stats sees it in the
+	// gauge too.
 	rt.metrics.Circuit(rt.handlerBase, rt.c.group, b.route.topic, b.route.eventType, st)
+	b.state.Store(int64(st))
 	ctx := rt.handlerBase
 	if d := b.cause; d != nil {
 		ctx = d.ctx
