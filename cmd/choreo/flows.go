@@ -47,6 +47,7 @@ type flowsOptions struct {
 	// the web page (flowsweb.go)
 	allowRedrive bool
 	registryURL  string
+	allowHosts   []string // Host names answered besides loopback ones (hostguard.go)
 }
 
 func newFlowsCmd() *cobra.Command {
@@ -105,6 +106,7 @@ index has the records: a restart goes on where it stopped.`,
 	fs.StringVar(&o.ignore, "ignore-groups", flows.DefaultIgnoreGroups, "regular expression of consumer groups not counted as consumers (other flow indexes)")
 	fs.DurationVar(&o.refresh, "refresh", 5*time.Second, "how often the groups' committed offsets are read")
 	fs.BoolVar(&o.allowRedrive, "allow-redrive", false, allowRedriveUsage)
+	fs.StringSliceVar(&o.allowHosts, "allow-host", nil, "a Host name to answer besides localhost and loopback addresses, when --http is on loopback (for a proxy that keeps its Host header; repeatable)")
 	_ = cmd.MarkFlagDirname("data-dir")
 	cmd.AddCommand(newFlowsStuckCmd())
 	// flows runs itself and holds a subcommand: cobra's own usage, which
@@ -180,7 +182,7 @@ func runFlows(ctx context.Context, o flowsOptions, conn connection.Config, reg *
 	mux.Handle("/metrics", api)
 	mux.Handle("/healthz", api)
 	mux.Handle("/", flowsPage(api.View(), o, conn, log))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	srv := &http.Server{Handler: loopbackHostGuard(ln.Addr(), o.allowHosts, mux), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	url := "http://" + ln.Addr().String()
