@@ -116,11 +116,17 @@ func (c Config) Explain(err error) error {
 	if errors.As(err, &dns) {
 		return fmt.Errorf("kafka at %s: %w", where, err)
 	}
-	as := ""
-	if c.SASLMechanism != "" {
-		as = fmt.Sprintf(" as user %q with SASL %s", c.SASLUsername, c.SASLMechanism)
-	}
+	as := c.asUser()
 	return fmt.Errorf("kafka at %s%s: %w", where, as, err)
+}
+
+// asUser is " as user U with SASL M" for a client that authenticates,
+// "" otherwise: who the broker was asked to let in (never the password).
+func (c Config) asUser() string {
+	if c.SASLMechanism == "" {
+		return ""
+	}
+	return fmt.Sprintf(" as user %q with SASL %s", c.SASLUsername, c.SASLMechanism)
 }
 
 // Hint says what a connection error most likely means for a client
@@ -133,10 +139,7 @@ func (c Config) Hint(err error) string {
 	if err == nil {
 		return ""
 	}
-	as := ""
-	if c.SASLMechanism != "" {
-		as = fmt.Sprintf(" as user %q with SASL %s", c.SASLUsername, c.SASLMechanism)
-	}
+	as := c.asUser()
 	var unknown x509.UnknownAuthorityError
 	var host x509.HostnameError
 	var header tls.RecordHeaderError
