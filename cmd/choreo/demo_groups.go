@@ -14,30 +14,38 @@ import (
 	"github.com/choreokit/choreo/dlq"
 )
 
-// freshStart is what startFresh did: the records it skipped, by topic.
-// A record two groups skip counts once.
+// freshStart is what startFresh did: the records it skipped, by topic and
+// partition. A group skips the last n records of a partition, so the
+// records any group skipped there are the most of them: a record two
+// groups skip counts once.
 type freshStart struct {
-	skipped map[string]int64
+	skipped map[string]map[int32]int64
+}
+
+// add notes that a group skipped the last n records of topic/partition.
+func (f *freshStart) add(topic string, partition int32, n int64) {
+	if f.skipped[topic] == nil {
+		f.skipped[topic] = map[int32]int64{}
+	}
+	f.skipped[topic][partition] = max(f.skipped[topic][partition], n)
+}
+
+// topic is the number of records skipped in topic.
+func (f freshStart) topic(t string) int64 {
+	var n int64
+	for _, p := range f.skipped[t] {
+		n += p
+	}
+	return n
 }
 
 // total is the number of records skipped.
 func (f freshStart) total() int64 {
 	var n int64
-	for _, s := range f.skipped {
-		n += s
+	for t := range f.skipped {
+		n += f.topic(t)
 	}
 	return n
-}
-
-// partitionSkips counts, of each topic, the records any group skipped: a group
-// skips the last n records of a partition, so the most of them.
-type partitionSkips map[string]map[int32]int64
-
-func (t partitionSkips) add(topic string, partition int32, n int64) {
-	if t[topic] == nil {
-		t[topic] = map[int32]int64{}
-	}
-	t[topic][partition] = max(t[topic][partition], n)
 }
 
 // String names the topics and their skipped records, most first.
@@ -47,14 +55,14 @@ func (f freshStart) String() string {
 		topics = append(topics, t)
 	}
 	slices.SortFunc(topics, func(a, b string) int {
-		if f.skipped[a] != f.skipped[b] {
-			return int(f.skipped[b] - f.skipped[a])
+		if na, nb := f.topic(a), f.topic(b); na != nb {
+			return int(nb - na)
 		}
 		return strings.Compare(a, b)
 	})
 	parts := make([]string, len(topics))
 	for i, t := range topics {
-		parts[i] = fmt.Sprintf("%s %d", t, f.skipped[t])
+		parts[i] = fmt.Sprintf("%s %d", t, f.topic(t))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -71,8 +79,7 @@ func (f freshStart) String() string {
 // A group reads its source topics (consumers' Topics), its retry topics,
 // of this configuration or an earlier one, and its redrive topic.
 func startFresh(ctx context.Context, adm *kadm.Client, consumers map[string]*consumer.Consumer) (freshStart, error) {
-	res := freshStart{skipped: map[string]int64{}}
-	skipped := partitionSkips{}
+	res := freshStart{skipped: map[string]map[int32]int64{}}
 	groups := make([]string, 0, len(consumers))
 	for g := range consumers {
 		groups = append(groups, g)
@@ -147,7 +154,7 @@ func startFresh(ctx context.Context, adm *kadm.Client, consumers map[string]*con
 			if from >= end.Offset {
 				return
 			}
-			skipped.add(end.Topic, end.Partition, end.Offset-max(from, 0))
+			res.add(end.Topic, end.Partition, end.Offset-max(from, 0))
 			move.Add(kadm.Offset{Topic: end.Topic, Partition: end.Partition, At: end.Offset, LeaderEpoch: -1})
 		})
 		if len(move) == 0 {
@@ -159,11 +166,6 @@ func startFresh(ctx context.Context, adm *kadm.Client, consumers map[string]*con
 		}
 		if err != nil {
 			return res, fmt.Errorf("move group %s to the end of %v: %w", g, topics, err)
-		}
-	}
-	for t, parts := range skipped {
-		for _, n := range parts {
-			res.skipped[t] += n
 		}
 	}
 	return res, nil
